@@ -1,0 +1,2 @@
+"""llmops: an LLMOps application toolkit."""
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""Chains: LangChain Runnables built from registered prompts, packaged as MLflow pyfunc models."""
+
+from __future__ import annotations
+
+from llmops.chains.building import (
+    chain_chat_model,
+    chain_config,
+    chain_prompt,
+    chain_versions,
+    resolve_prompt,
+)
+from llmops.chains.chat_models import LocalChatModel, build_chat_model
+from llmops.chains.config import ChainConfig, ResolvedPrompt
+from llmops.chains.packaging import ChainModel, LoggedChain, log_chain
+from llmops.chains.qa import build_qa_chain
+from llmops.chains.registry import invoke, load, model_version, promote
+
+__all__ = [
+    "ChainConfig",
+    "ChainModel",
+    "LocalChatModel",
+    "LoggedChain",
+    "ResolvedPrompt",
+    "build_chat_model",
+    "build_qa_chain",
+    "chain_chat_model",
+    "chain_config",
+    "chain_prompt",
+    "chain_versions",
+    "invoke",
+    "load",
+    "log_chain",
+    "model_version",
+    "promote",
+    "resolve_prompt",
+]

@@ -1,0 +1,79 @@
+"""Turn a :class:`ChainConfig` into the pieces a chain is built from.
+
+A chain file calls :func:`chain_config` to read its configuration (the logged
+one when MLflow loads the model, the file's own defaults in development), then
+:func:`chain_prompt` and :func:`chain_chat_model` for its prompt and chat model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.prompts import BasePromptTemplate
+
+from llmops.chains.chat_models import build_chat_model
+from llmops.chains.config import ChainConfig, ResolvedPrompt
+from llmops.config import ChatModelSettings, Settings, load_settings
+from llmops.prompts.langchain import to_langchain
+from llmops.prompts.registry import get_version, to_template
+from llmops.prompts.templates import PromptTemplate
+
+__all__ = ["chain_chat_model", "chain_config", "chain_prompt", "chain_versions", "resolve_prompt"]
+
+
+def chain_config(defaults: dict[str, Any]) -> ChainConfig:
+    """The chain's configuration: MLflow's logged ``model_config`` if there is one, else ``defaults``."""
+    from mlflow.models import ModelConfig
+
+    return ChainConfig.model_validate(ModelConfig(development_config=defaults).to_dict())
+
+
+def resolve_prompt(ref: str, settings: Settings | None = None) -> ResolvedPrompt:
+    """Pin a prompt reference to the exact version it names now."""
+    version = get_version(ref, settings)
+    return ResolvedPrompt(
+        name=version.name,
+        version=int(version.version),
+        uri=f"prompts:/{version.name}/{version.version}",
+        template=version.template,
+        model_parameters=dict(version.model_config or {}),
+    )
+
+
+def chain_prompt(config: ChainConfig, settings: Settings | None = None) -> BasePromptTemplate:
+    """The chain's prompt: the pinned template when logged, else looked up in the registry."""
+    if config.resolved_prompt is not None:
+        rp = config.resolved_prompt
+        return to_langchain(
+            PromptTemplate.draft(rp.template, name=rp.name, model_parameters=rp.model_parameters)
+        )
+    return to_langchain(to_template(get_version(config.prompt, settings)))
+
+
+def _chat_settings(config: ChainConfig, settings: Settings | None) -> tuple[ChatModelSettings, Settings | None]:
+    if config.chat_model is not None:
+        return config.chat_model, settings
+    settings = settings or load_settings()
+    return settings.chat_model, settings
+
+
+def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> BaseChatModel:
+    """The chain's chat model; a logged local model path is used when it still exists."""
+    chat, settings = _chat_settings(config, settings)
+    if chat.kind == "local" and config.model_path and Path(config.model_path).is_dir():
+        chat = chat.model_copy(update={"model": config.model_path})
+    settings = settings or load_settings()
+    docs = settings.root / "docs"
+    return build_chat_model(chat, settings.models_dir, docs)
+
+
+def chain_versions(config: ChainConfig) -> dict[str, str]:
+    """The versions stamped on every answer: the pinned prompt and the chat model."""
+    rp = config.resolved_prompt
+    chat = config.chat_model
+    return {
+        "prompt": f"{rp.name}/{rp.version}" if rp else config.prompt,
+        "chat_model": f"{chat.kind}:{chat.model}" if chat else "environment default",
+    }

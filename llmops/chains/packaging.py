@@ -1,0 +1,196 @@
+"""Package a chain file as an MLflow pyfunc model (models from code) and register it."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from llmops.chains.building import resolve_prompt
+from llmops.chains.chat_models import resolve_local_model
+from llmops.chains.config import ChainConfig
+from llmops.config import Settings, load_settings
+from llmops.errors import ChainFileError, LlmopsError
+from llmops.lineage import content_hash, git_commit, git_is_dirty
+from llmops.stores import ensure_experiment
+
+__all__ = ["ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
+
+INPUT_EXAMPLE = [{"question": "How do I promote a chain to production?"}]
+
+
+class ChainModel(mlflow.pyfunc.PythonModel):
+    """A LangChain Runnable served through pyfunc: one answer dict per input row."""
+
+    def __init__(self, chain: Any) -> None:
+        self.chain = chain
+
+    @staticmethod
+    def _rows(model_input: Any) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        if isinstance(model_input, pd.DataFrame):
+            return model_input.to_dict(orient="records")
+        if isinstance(model_input, dict):
+            return [model_input]
+        if isinstance(model_input, str):
+            return [{"question": model_input}]
+        return [dict(row) for row in model_input]
+
+    def predict(
+        self, context: Any, model_input: Any, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        rows = self._rows(model_input)
+        if len(rows) == 1:
+            return [self.chain.invoke(rows[0])]
+        return self.chain.batch(rows)
+
+
+@dataclass(frozen=True)
+class LoggedChain:
+    """What ``log_chain`` produced."""
+
+    name: str
+    version: int
+    model_uri: str
+    run_id: str
+    prompt_uri: str
+    alias: str | None
+
+
+def read_chain_defaults(path: Path) -> dict[str, Any]:
+    """The literal ``CONFIG = {...}`` of a chain file, read without running the file."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChainFileError(f"cannot read chain file {path}: {exc}") from exc
+    except SyntaxError as exc:
+        raise ChainFileError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CONFIG" for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise ChainFileError(f"{path}: CONFIG must be a literal dict") from exc
+            if not isinstance(value, dict):
+                raise ChainFileError(f"{path}: CONFIG must be a dict")
+            return value
+    raise ChainFileError(
+        f"{path}: no top-level CONFIG = {{...}}: a chain file declares its prompt there"
+    )
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    reqs = []
+    for dist in ("mlflow", "langchain-core", "pydantic", "pandas", "pyyaml"):
+        reqs.append(f"{dist}=={version(dist)}")
+    for dist in ("torch", "transformers", "tokenizers", "langchain-openai", "chromadb",
+                 "sentence-transformers"):
+        try:
+            reqs.append(f"{dist}=={version(dist)}")
+        except Exception:  # noqa: BLE001 - an optional dependency that is not installed
+            continue
+    return reqs
+
+
+def log_chain(
+    path: str | Path,
+    name: str | None = None,
+    alias: str | None = None,
+    settings: Settings | None = None,
+) -> LoggedChain:
+    """Log ``path`` as a pyfunc model from code, register a version and set ``alias``.
+
+    The prompt reference is pinned to the exact version it names now, and the
+    chat-model settings of the environment are written into the model config.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    settings = settings or load_settings()
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ChainFileError(f"chain file {path} does not exist")
+    defaults = read_chain_defaults(file)
+    try:
+        config = ChainConfig.model_validate(defaults)
+    except Exception as exc:  # pydantic ValidationError
+        raise ChainFileError(f"{path}: CONFIG is invalid: {exc}") from exc
+    model_name = name or file.stem.replace("_", "-")
+    ensure_experiment(settings)
+    prompt = resolve_prompt(config.prompt, settings)
+    chat = config.chat_model or settings.chat_model
+    model_path = (
+        resolve_local_model(chat.model, settings.models_dir, settings.root / "docs")
+        if chat.kind == "local"
+        else None
+    )
+    resolved = config.model_copy(
+        update={"chat_model": chat, "resolved_prompt": prompt, "model_path": model_path}
+    )
+    model_config = resolved.model_dump(mode="json")
+    commit = git_commit(settings.root)
+    tags = {
+        "llmops.git_commit": commit,
+        "llmops.git_dirty": str(git_is_dirty(settings.root, file)).lower(),
+        "llmops.chain_file": str(file.relative_to(settings.root))
+        if file.is_relative_to(settings.root)
+        else str(file),
+        "llmops.prompt": f"{prompt.name}/{prompt.version}",
+        "llmops.prompt_ref": config.prompt,
+        "llmops.chat_model": f"{chat.kind}:{chat.model}",
+        "llmops.env": settings.env,
+        "llmops.config_hash": content_hash(model_config),
+    }
+    output_example = [{"answer": "", "sources": [""], "prompt": "", "chat_model": ""}]
+    signature = infer_signature(INPUT_EXAMPLE, output_example)
+    with mlflow.start_run(run_name=f"log-{model_name}") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {"prompt": prompt.uri, "chat_model.kind": chat.kind, "chat_model.model": chat.model,
+             "temperature": chat.temperature, "max_tokens": chat.max_tokens}
+        )
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="chain",
+                python_model=str(file),
+                model_config=model_config,
+                signature=signature,
+                input_example=INPUT_EXAMPLE,
+                pip_requirements=_requirements(),
+                prompts=[prompt.uri],
+                tags=tags,
+            )
+        except LlmopsError:
+            raise
+        except Exception as exc:
+            raise ChainFileError(
+                f"logging {path} failed: {exc.__class__.__name__}: {exc}".splitlines()[0]
+            ) from exc
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    if config.description:
+        client.update_model_version(model_name, version.version, config.description)
+    if alias:
+        from llmops.chains.registry import promote
+
+        promote(model_name, alias, int(version.version), settings=settings)
+    return LoggedChain(
+        name=model_name,
+        version=int(version.version),
+        model_uri=f"models:/{model_name}/{version.version}",
+        run_id=run.info.run_id,
+        prompt_uri=prompt.uri,
+        alias=alias,
+    )
+
+

@@ -1,0 +1,20 @@
+"""``llmops demo``: the whole loop on embedded defaults."""
+
+from __future__ import annotations
+
+import click
+
+from llmops.cli.options import env_option, settings_from
+
+__all__ = ["demo"]
+
+
+@click.command()
+@env_option
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the main job end to end on embedded defaults."""
+    from llmops.demo import run_demo
+
+    run_demo(settings_from(ctx), echo=click.echo)
+    click.echo("demo finished")

@@ -1,0 +1,236 @@
+"""The project file (``llmops.yaml``), its environments, and the embedded defaults.
+
+A project names its environments (``dev``, ``staging``, ``prod`` by default);
+each has its own stores. Every store has an embedded default under
+``.llmops/<env>/`` that needs no server, and a setting that points at a real
+server instead. ``--env`` or ``LLMOPS_ENV`` picks the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmops.errors import ConfigError
+
+__all__ = [
+    "PROJECT_FILE",
+    "ChatModelSettings",
+    "EnvironmentConfig",
+    "ProjectConfig",
+    "Settings",
+    "find_project_root",
+    "load_settings",
+]
+
+PROJECT_FILE = "llmops.yaml"
+DEFAULT_ENVS = ("dev", "staging", "prod")
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ChatModelSettings(BaseModel):
+    """Which chat model a chain calls, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "openai"] = Field(
+        "local",
+        description="'local': transformers in this process; 'openai': any OpenAI-compatible endpoint.",
+    )
+    model: str = Field(
+        "tiny",
+        description="'tiny' (the offline model, built on first use), a local path, or a model id.",
+    )
+    base_url: str | None = Field(None, description="Endpoint URL for kind 'openai'.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the endpoint's API key."
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int = Field(64, ge=1, le=32768, description="Most tokens to generate.")
+    timeout_s: float = Field(60.0, gt=0, description="Request timeout for kind 'openai'.")
+
+
+class ChromaSettings(BaseModel):
+    """Where the vector database lives: embedded on disk, or a Chroma server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="PersistentClient folder (default .llmops/<env>/chroma).")
+    host: str | None = Field(None, description="Chroma server host; set it to use HttpClient.")
+    port: int = Field(8000, description="Chroma server port.")
+
+
+class EnvironmentConfig(BaseModel):
+    """The stores of one environment; anything unset takes the embedded default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default sqlite:///.llmops/<env>/mlflow.db)."
+    )
+    registry_uri: str | None = Field(None, description="MLflow registry URI (default: tracking URI).")
+    artifact_location: str | None = Field(
+        None, description="Where runs store artifacts (default .llmops/<env>/artifacts)."
+    )
+    lakehouse: str | None = Field(None, description="Delta tables folder (default .llmops/<env>/lakehouse).")
+    chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+    chat_model: ChatModelSettings | None = Field(
+        None, description="Overrides the project's chat model in this environment."
+    )
+
+
+class ProjectConfig(BaseModel):
+    """The whole of ``llmops.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field("llmops", description="Project name; also the MLflow experiment name.")
+    default_env: str = Field("dev", description="Environment used when none is given.")
+    prompts_dir: str = Field("prompts", description="Folder of prompt template YAML files.")
+    models_dir: str = Field(".llmops/models", description="Where built offline models go.")
+    chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
+    envs: dict[str, EnvironmentConfig] = Field(
+        default_factory=lambda: {name: EnvironmentConfig() for name in DEFAULT_ENVS}
+    )
+
+
+class Settings(BaseModel):
+    """The project's settings resolved for one environment: every path absolute."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    env: str
+    project: str
+    tracking_uri: str
+    registry_uri: str
+    artifact_location: str
+    lakehouse: Path
+    chroma: ChromaSettings
+    prompts_dir: Path
+    models_dir: Path
+    chat_model: ChatModelSettings
+
+    @property
+    def state_dir(self) -> Path:
+        """``.llmops/<env>`` under the project root."""
+        return self.root / ".llmops" / self.env
+
+    @property
+    def is_remote_tracking(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` that holds ``llmops.yaml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    return None
+
+
+def _interpolate(value: Any, where: str) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of the YAML tree."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def expand(match: re.Match[str]) -> str:
+        name, default = match.group("name"), match.group("default")
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{PROJECT_FILE}: field '{where.lstrip('.')}' uses ${{{name}}}, which is not set: "
+            f"export {name} or give a default as ${{{name}:-value}}"
+        )
+
+    return _VAR.sub(expand, value)
+
+
+def load_project(root: Path | None) -> ProjectConfig:
+    """Read and validate ``llmops.yaml`` in ``root``; embedded defaults when there is none."""
+    if root is None:
+        return ProjectConfig()
+    path = root / PROJECT_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    try:
+        return ProjectConfig.model_validate(_interpolate(raw, ""))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: field '{field}': {err['msg']}") from exc
+
+
+def _abs(root: Path, value: str | None, default: Path) -> Path:
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def load_settings(env: str | None = None, root: Path | str | None = None) -> Settings:
+    """Resolve the settings of one environment.
+
+    Args:
+        env: environment name; default ``$LLMOPS_ENV``, then the project's ``default_env``.
+        root: project root; default the nearest folder with ``llmops.yaml``, else the cwd.
+    """
+    root_path = Path(root).resolve() if root else find_project_root()
+    project = load_project(root_path if root_path and (root_path / PROJECT_FILE).is_file() else None)
+    root_path = root_path or Path.cwd().resolve()
+    name = env or os.environ.get("LLMOPS_ENV") or project.default_env
+    if name not in project.envs:
+        known = ", ".join(sorted(project.envs)) or "(none)"
+        raise ConfigError(
+            f"unknown environment '{name}': {PROJECT_FILE} declares {known}; "
+            "pick one with --env or LLMOPS_ENV"
+        )
+    cfg = project.envs[name]
+    state = root_path / ".llmops" / name
+    tracking = os.environ.get("LLMOPS_TRACKING_URI") or cfg.tracking_uri
+    if not tracking:
+        tracking = f"sqlite:///{state / 'mlflow.db'}"
+    elif tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
+        tracking = f"sqlite:///{_abs(root_path, tracking[len('sqlite:///'):], state)}"
+    registry = os.environ.get("LLMOPS_REGISTRY_URI") or cfg.registry_uri or tracking
+    artifacts = cfg.artifact_location or (
+        None if tracking.startswith(("http://", "https://")) else str(state / "artifacts")
+    )
+    chroma = cfg.chroma.model_copy(
+        update={"path": str(_abs(root_path, cfg.chroma.path, state / "chroma"))}
+    )
+    return Settings(
+        root=root_path,
+        env=name,
+        project=project.project,
+        tracking_uri=tracking,
+        registry_uri=registry,
+        artifact_location=artifacts or "",
+        lakehouse=_abs(root_path, cfg.lakehouse, state / "lakehouse"),
+        chroma=chroma,
+        prompts_dir=_abs(root_path, project.prompts_dir, root_path / "prompts"),
+        models_dir=_abs(root_path, project.models_dir, root_path / ".llmops" / "models"),
+        chat_model=cfg.chat_model or project.chat_model,
+    )

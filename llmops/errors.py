@@ -1,0 +1,100 @@
+"""The errors llmops raises.
+
+Every error derives from one root, so a caller can catch ``LlmopsError`` and
+show its message: each message names the file, field or reference at fault
+and says what to do next. The tree::
+
+    LlmopsError
+    ├── ConfigError              llmops.yaml or a config field is wrong
+    ├── MissingExtraError        an optional dependency is not installed
+    ├── StoreUnavailableError    a tracking server (or other store) cannot be reached
+    ├── PromptError
+    │   ├── PromptFileError      a prompts/*.yaml file is malformed
+    │   ├── PromptVariableError  a template uses or is given an unknown variable
+    │   └── PromptNotFoundError  a prompt reference does not exist in the registry
+    ├── ChainError
+    │   ├── ChainFileError       a chain file cannot be loaded or logged
+    │   └── ModelNotFoundError   a registered model reference does not exist
+    ├── ChatModelError           the chat model cannot be built or called
+    └── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
+
+The CLI prints ``error: <message>`` on one line and exits with status 1 for
+any of these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChainError",
+    "ChainFileError",
+    "ChatModelError",
+    "ConfigError",
+    "LlmopsError",
+    "MissingExtraError",
+    "ModelNotFoundError",
+    "PromptError",
+    "PromptFileError",
+    "PromptNotFoundError",
+    "PromptVariableError",
+    "BadReferenceError",
+    "StoreUnavailableError",
+]
+
+
+class LlmopsError(Exception):
+    """Root of every error llmops raises on purpose."""
+
+
+class ConfigError(LlmopsError):
+    """The project file or a setting in it is wrong."""
+
+
+class MissingExtraError(LlmopsError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"'{module}' is not installed: run pip install 'llmops[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class StoreUnavailableError(LlmopsError):
+    """A store the environment names (tracking server, Chroma server) cannot be reached."""
+
+
+class PromptError(LlmopsError):
+    """Something is wrong with a prompt template or reference."""
+
+
+class PromptFileError(PromptError):
+    """A prompt template file is malformed."""
+
+
+class PromptVariableError(PromptError):
+    """A template uses, or is rendered with, a variable it does not declare."""
+
+
+class PromptNotFoundError(PromptError):
+    """The prompt reference names no registered prompt version."""
+
+
+class ChainError(LlmopsError):
+    """Something is wrong with a chain."""
+
+
+class ChainFileError(ChainError):
+    """A chain file cannot be loaded or logged."""
+
+
+class ModelNotFoundError(ChainError):
+    """The model reference names no registered model version."""
+
+
+class ChatModelError(LlmopsError):
+    """A chat model cannot be built or called."""
+
+
+class BadReferenceError(LlmopsError, ValueError):
+    """A reference string is not NAME, NAME@ALIAS or NAME/VERSION."""

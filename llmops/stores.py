@@ -1,0 +1,64 @@
+"""Connect to an environment's MLflow stores, and fail fast when they are unreachable."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+from llmops.config import Settings
+from llmops.errors import StoreUnavailableError
+
+__all__ = ["connect", "ensure_experiment"]
+
+# MLflow's REST client retries for minutes by default; an unreachable server
+# should be reported at once.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def _check_server(settings: Settings) -> None:
+    url = settings.tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - configured URI
+            if resp.status == 200:
+                return
+            problem = f"status {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise StoreUnavailableError(
+        f"cannot reach the MLflow tracking server {settings.tracking_uri} "
+        f"(environment '{settings.env}'): {problem}; start it, or fix tracking_uri "
+        "in llmops.yaml / LLMOPS_TRACKING_URI"
+    )
+
+
+def connect(settings: Settings) -> None:
+    """Point MLflow at the environment's tracking and registry stores."""
+    import mlflow
+
+    if settings.is_remote_tracking:
+        _check_server(settings)
+    else:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+
+
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """Create (once) and select the experiment runs of this project go to; returns its id."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    connect(settings)
+    exp_name = name or settings.project
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(exp_name)
+    if exp is None:
+        exp_id = client.create_experiment(
+            exp_name, artifact_location=settings.artifact_location or None
+        )
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id

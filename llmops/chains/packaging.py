@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,15 @@ __all__ = ["ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
 INPUT_EXAMPLE = [{"question": "How do I promote a chain to production?"}]
 
 
+warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+
+
 class ChainModel(mlflow.pyfunc.PythonModel):
-    """A LangChain Runnable served through pyfunc: one answer dict per input row."""
+    """A LangChain Runnable served through pyfunc: one answer dict per input row.
+
+    ``predict`` carries no type hints on purpose: the logged signature and input
+    example describe the schema (MLflow warns about this once, at class creation).
+    """
 
     def __init__(self, chain: Any) -> None:
         self.chain = chain
@@ -40,9 +48,8 @@ class ChainModel(mlflow.pyfunc.PythonModel):
             return [{"question": model_input}]
         return [dict(row) for row in model_input]
 
-    def predict(
-        self, context: Any, model_input: Any, params: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # No annotations: MLflow would read them as a schema; the signature is logged instead.
         rows = self._rows(model_input)
         if len(rows) == 1:
             return [self.chain.invoke(rows[0])]
@@ -154,8 +161,8 @@ def log_chain(
     with mlflow.start_run(run_name=f"log-{model_name}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params(
-            {"prompt": prompt.uri, "chat_model.kind": chat.kind, "chat_model.model": chat.model,
-             "temperature": chat.temperature, "max_tokens": chat.max_tokens}
+            {"llmops.prompt_uri": prompt.uri, "llmops.chat_model_kind": chat.kind,
+             "llmops.chat_model": chat.model}
         )
         try:
             info = mlflow.pyfunc.log_model(

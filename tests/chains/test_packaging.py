@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from llmops.chains import invoke, load, log_chain, model_version, promote
+from llmops.errors import ChainFileError, ModelNotFoundError, PromptNotFoundError
+from llmops.prompts import set_alias, sync_prompts
+from llmops.stores import connect
+
+
+@pytest.fixture
+def synced(settings):
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    return settings
+
+
+def test_log_registers_a_version_with_pinned_prompt_and_lineage(synced, project: Path) -> None:
+    logged = log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=synced)
+    assert (logged.name, logged.version, logged.prompt_uri) == ("docs-qa", 1, "prompts:/qa/1")
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("docs-qa", "staging")
+    assert int(version.version) == 1
+    assert version.description == "Answers questions about llmops from its documentation."
+    assert version.tags["llmops.prompt"] == "qa/1"
+    assert version.tags["llmops.prompt_ref"] == "qa@production"
+    assert len(version.tags["llmops.git_commit"]) == 40
+    assert version.tags["llmops.chat_model"] == "local:tiny"
+
+    info = mlflow.models.get_model_info(logged.model_uri)
+    assert info.signature is not None
+    assert [c.name for c in info.signature.inputs.inputs] == ["question"]
+    assert info.saved_input_example_info is not None
+    config = info.model_config if hasattr(info, "model_config") else None
+    local = mlflow.artifacts.download_artifacts(logged.model_uri)
+    mlmodel = (Path(local) / "MLmodel").read_text()
+    assert "prompts:/qa/1" in mlmodel or (config and config["resolved_prompt"]["version"] == 1)
+    reqs = (Path(local) / "requirements.txt").read_text()
+    assert "mlflow==" in reqs and "langchain-core==" in reqs
+    # models from code: the chain file itself is the artifact, nothing pickled
+    assert (Path(local) / "docs_qa.py").is_file()
+    assert not list(Path(local).rglob("*.pkl"))
+
+
+def test_logged_chain_keeps_its_prompt_version_after_the_alias_moves(synced, project: Path) -> None:
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=synced)
+    qa = project / "prompts" / "qa.yaml"
+    qa.write_text(qa.read_text().replace("Question:", "Q:"))
+    sync_prompts(synced)
+    set_alias("qa", "production", 2, synced)
+    answer = invoke("docs-qa@staging", "What is an alias?", synced)
+    assert answer["prompt"] == "qa/1"
+    assert isinstance(answer["answer"], str)
+    second = log_chain(project / "chains" / "docs_qa.py", settings=synced)
+    assert second.prompt_uri == "prompts:/qa/2"
+    assert invoke(f"docs-qa/{second.version}", "What is an alias?", synced)["prompt"] == "qa/2"
+
+
+def test_fresh_process_loads_on_dataframe_and_list_of_dicts(synced, project: Path) -> None:
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=synced)
+    code = (
+        "import json, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({synced.tracking_uri!r})\n"
+        "m = mlflow.pyfunc.load_model('models:/docs-qa@staging')\n"
+        "a = m.predict(pd.DataFrame({'question': ['What is a chain?', 'What is a prompt?']}))\n"
+        "b = m.predict([{'question': 'What is a chain?'}])\n"
+        "print(json.dumps({'a': a, 'b': b}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=project, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["a"]) == 2 and len(result["b"]) == 1
+    assert all(r["prompt"] == "qa/1" for r in result["a"] + result["b"])
+    # greedy decoding on the same model: the same question gets the same answer
+    assert result["a"][0]["answer"] == result["b"][0]["answer"]
+
+
+def test_promote_records_who_when_and_from_where(synced, project: Path, monkeypatch) -> None:
+    chain = project / "chains" / "docs_qa.py"
+    log_chain(chain, settings=synced)
+    log_chain(chain, settings=synced)
+    monkeypatch.setenv("LLMOPS_USER", "ada")
+    assert promote("docs-qa", "production", 1, settings=synced) == 1
+    assert promote("docs-qa", "production", 2, settings=synced) == 2
+    tags = MlflowClient().get_model_version("docs-qa", "2").tags
+    assert tags["llmops.promoted.production.by"] == "ada"
+    assert tags["llmops.promoted.production.from_version"] == "1"
+    assert tags["llmops.promoted.production.at"].startswith("20")
+    first = MlflowClient().get_model_version("docs-qa", "1").tags
+    assert first["llmops.promoted.production.from_version"] == "none"
+    assert int(model_version("docs-qa@production", synced).version) == 2
+    assert load("docs-qa@production", synced).metadata.run_id
+
+
+def test_unknown_model_references(synced) -> None:
+    for ref in ("nope", "nope@staging", "docs-qa/3"):
+        with pytest.raises(ModelNotFoundError, match="does not exist|has no versions"):
+            load(ref, synced)
+
+
+def test_bad_chain_files_register_nothing(synced, project: Path) -> None:
+    bad = project / "chains" / "bad.py"
+    bad.write_text("x = 1\n")
+    with pytest.raises(ChainFileError, match="no top-level CONFIG"):
+        log_chain(bad, settings=synced)
+    bad.write_text("CONFIG = {'prompt': 'qa@production', 'colour': 1}\n")
+    with pytest.raises(ChainFileError, match="CONFIG is invalid"):
+        log_chain(bad, settings=synced)
+    bad.write_text("def broken(:\n")
+    with pytest.raises(ChainFileError, match="syntax error"):
+        log_chain(bad, settings=synced)
+    with pytest.raises(ChainFileError, match="does not exist"):
+        log_chain(project / "chains" / "missing.py", settings=synced)
+    text = (project / "chains" / "docs_qa.py").read_text().replace("qa@production", "nope@production")
+    (project / "chains" / "nope.py").write_text(text)
+    with pytest.raises(PromptNotFoundError, match="nope@production"):
+        log_chain(project / "chains" / "nope.py", settings=synced)
+    connect(synced)
+    assert MlflowClient().search_registered_models() == []

@@ -1,0 +1,151 @@
+"""Shared fixtures: every test runs in its own project folder with its own stores.
+
+The offline tiny model is built once per session and shared (read-only);
+everything else (MLflow sqlite stores, artifacts) lives in a temp project.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (runs on the accelerator machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny model, built once per session."""
+    from llmops.models import ensure_tiny_model
+
+    folder = tmp_path_factory.mktemp("models")
+    ensure_tiny_model(folder, REPO / "docs")
+    return folder
+
+
+PROJECT_YAML = """\
+project: test-project
+models_dir: {models_dir}
+chat_model:
+  kind: local
+  model: tiny
+  max_tokens: 8
+envs:
+  dev: {{}}
+  staging: {{}}
+  prod:
+    tracking_uri: ${{LLMOPS_PROD_TRACKING_URI:-}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project (prompts, chains, llmops.yaml) as the cwd, with isolated stores."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copytree(REPO / "prompts", root / "prompts")
+    shutil.copytree(REPO / "chains", root / "chains")
+    (root / ".gitignore").write_text(".llmops/\n")
+    (root / "llmops.yaml").write_text(PROJECT_YAML.format(models_dir=models_dir))
+    monkeypatch.chdir(root)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
+    for var in ("LLMOPS_ENV", "LLMOPS_TRACKING_URI", "LLMOPS_REGISTRY_URI",
+                "MLFLOW_TRACKING_URI", "LLMOPS_PROD_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    yield root
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def settings(project: Path):
+    from llmops.config import load_settings
+
+    return load_settings(root=project)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback, started once per session."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(folder / "server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination", str(folder / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not become healthy in 120 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``llmops`` console script in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    exe = Path(sys.executable).parent / "llmops"
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=full_env,
+        cwd=cwd, timeout=timeout,
+    )

@@ -1,0 +1,50 @@
+"""The public API is explicit and ``import llmops`` stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import llmops.chains
+import llmops.models
+import llmops.prompts
+
+
+def test_prompts_exports() -> None:
+    assert set(llmops.prompts.__all__) == {
+        "ChatMessage", "PromptFile", "PromptInfo", "PromptTemplate", "PromptTrial", "SyncReport",
+        "compare_prompts", "diff_versions", "get_version", "list_prompts", "load",
+        "read_prompt_dir", "read_prompt_file", "set_alias", "sync_prompts", "to_langchain",
+        "to_template", "try_prompt",
+    }
+
+
+def test_chains_exports() -> None:
+    assert set(llmops.chains.__all__) == {
+        "ChainConfig", "ChainModel", "LocalChatModel", "LoggedChain", "ResolvedPrompt",
+        "build_chat_model", "build_qa_chain", "chain_chat_model", "chain_config", "chain_prompt",
+        "chain_versions", "invoke", "load", "log_chain", "model_version", "promote",
+        "resolve_prompt",
+    }
+
+
+def test_models_exports() -> None:
+    assert set(llmops.models.__all__) == {
+        "TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model",
+    }
+
+
+def test_every_export_exists() -> None:
+    for module in (llmops.prompts, llmops.chains, llmops.models):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
+def test_import_llmops_is_cheap() -> None:
+    code = (
+        "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
+        "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"

@@ -168,7 +168,9 @@ def load_project(root: Path | None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})") from exc
+        raise ConfigError(
+            f"{path}:{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     if raw is None:
@@ -215,9 +217,11 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
     elif tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
         tracking = f"sqlite:///{_abs(root_path, tracking[len('sqlite:///'):], state)}"
     registry = os.environ.get("LLMOPS_REGISTRY_URI") or cfg.registry_uri or tracking
-    artifacts = cfg.artifact_location or (
-        None if tracking.startswith(("http://", "https://")) else str(state / "artifacts")
-    )
+    artifacts = cfg.artifact_location
+    if artifacts and "://" not in artifacts and not artifacts.startswith("mlflow-artifacts:"):
+        artifacts = str(_abs(root_path, artifacts, state / "artifacts"))
+    if not artifacts and not tracking.startswith(("http://", "https://")):
+        artifacts = str(state / "artifacts")
     chroma = cfg.chroma.model_copy(
         update={"path": str(_abs(root_path, cfg.chroma.path, state / "chroma"))}
     )

@@ -32,8 +32,15 @@ def git_commit(root: Path) -> str:
     return _git(root, "rev-parse", "HEAD") or "unknown"
 
 
-def git_is_dirty(root: Path, path: Path | None = None) -> bool:
-    """Whether ``path`` (or the whole work tree) differs from HEAD."""
-    args = ["status", "--porcelain"] + ([str(path)] if path else [])
+def git_is_dirty(root: Path, path: Path | None = None) -> str:
+    """``"true"`` if ``path`` (or the work tree) differs from HEAD, else ``"false"``.
+
+    ``"unknown"`` outside a git repository or without git.
+    """
+    if git_commit(root) == "unknown":
+        return "unknown"
+    args = ["status", "--porcelain"] + ([str(Path(path).resolve())] if path else [])
     out = _git(root, *args)
-    return bool(out)
+    if out is None:
+        return "unknown"
+    return "true" if out else "false"

@@ -14,7 +14,9 @@ from llmops.errors import BadReferenceError
 __all__ = ["Ref", "parse_ref"]
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
-_PATTERN = re.compile(rf"^(?P<name>{_NAME})(?:@(?P<alias>{_NAME})|/(?P<version>[0-9]+))?$")
+_ALIAS = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
+_PATTERN = re.compile(rf"^(?P<name>{_NAME})(?:@(?P<alias>{_ALIAS})|/(?P<version>[0-9]+))?$")
+_RESERVED_ALIAS = re.compile(r"^(latest|[vV][0-9]+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,4 +50,9 @@ def parse_ref(text: str, scheme: str | None = None) -> Ref:
             f"'{text}' is not a valid reference: use NAME, NAME@ALIAS or NAME/VERSION"
         )
     version = match.group("version")
+    alias = match.group("alias")
+    if alias and _RESERVED_ALIAS.match(alias):
+        raise BadReferenceError(
+            f"'{alias}' cannot be an alias: 'latest' and v<number> are reserved; pick another name"
+        )
     return Ref(match.group("name"), match.group("alias"), int(version) if version else None)

@@ -11,12 +11,6 @@ from llmops.errors import StoreUnavailableError
 
 __all__ = ["connect", "ensure_experiment"]
 
-# MLflow's REST client retries for minutes by default; an unreachable server
-# should be reported at once.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-
-
 def _check_server(settings: Settings) -> None:
     url = settings.tracking_uri.rstrip("/") + "/health"
     try:
@@ -33,24 +27,33 @@ def _check_server(settings: Settings) -> None:
     )
 
 
-def connect(settings: Settings) -> None:
-    """Point MLflow at the environment's tracking and registry stores."""
+def connect(settings: Settings) -> str:
+    """Point MLflow at the environment's stores and select the project's experiment.
+
+    Selecting the experiment every time matters: MLflow remembers the active
+    experiment id process-wide (and in ``MLFLOW_EXPERIMENT_ID``), and an id from
+    another environment's store must not leak into this one. Returns the id.
+    """
     import mlflow
 
     if settings.is_remote_tracking:
+        # MLflow's REST client retries for minutes by default; an unreachable
+        # server should be reported at once.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         _check_server(settings)
     else:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
+    return ensure_experiment(settings)
 
 
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:
-    """Create (once) and select the experiment runs of this project go to; returns its id."""
+    """Create (once) and select the experiment this project's runs go to; returns its id."""
     import mlflow
     from mlflow import MlflowClient
 
-    connect(settings)
     exp_name = name or settings.project
     client = MlflowClient()
     exp = client.get_experiment_by_name(exp_name)

@@ -85,8 +85,9 @@ def project(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     subprocess.run([*git, "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
-    for var in ("LLMOPS_ENV", "LLMOPS_TRACKING_URI", "LLMOPS_REGISTRY_URI",
-                "MLFLOW_TRACKING_URI", "LLMOPS_PROD_TRACKING_URI"):
+    shutil.copytree(REPO / "docs", root / "docs")
+    for var in ("LLMOPS_ENV", "LLMOPS_TRACKING_URI", "LLMOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI",
+                "LLMOPS_PROD_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
     yield root
     import mlflow
@@ -144,6 +145,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real ``llmops`` console script in a fresh process."""
     full_env = {**os.environ, **(env or {})}
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by mlflow in this process
+        if var not in (env or {}):
+            full_env.pop(var, None)
     exe = Path(sys.executable).parent / "llmops"
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, env=full_env,

@@ -30,7 +30,7 @@ def test_chains_exports() -> None:
 
 def test_models_exports() -> None:
     assert set(llmops.models.__all__) == {
-        "TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model",
+        "TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model", "tiny_model_id",
     }
 
 

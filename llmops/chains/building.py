@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.prompts import BasePromptTemplate
+from langchain_core.runnables import Runnable
 
 from llmops.chains.chat_models import build_chat_model
 from llmops.chains.config import ChainConfig, ResolvedPrompt
@@ -52,21 +52,43 @@ def chain_prompt(config: ChainConfig, settings: Settings | None = None) -> BaseP
     return to_langchain(to_template(get_version(config.prompt, settings)))
 
 
-def _chat_settings(config: ChainConfig, settings: Settings | None) -> tuple[ChatModelSettings, Settings | None]:
+def _chat_settings(
+    config: ChainConfig, settings: Settings | None
+) -> tuple[ChatModelSettings, Settings | None]:
     if config.chat_model is not None:
         return config.chat_model, settings
     settings = settings or load_settings()
     return settings.chat_model, settings
 
 
-def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> BaseChatModel:
-    """The chain's chat model; a logged local model path is used when it still exists."""
+_BINDABLE = ("temperature", "max_tokens")
+
+
+def _prompt_parameters(config: ChainConfig, settings: Settings | None) -> dict[str, Any]:
+    if config.resolved_prompt is not None:
+        params = config.resolved_prompt.model_parameters
+    else:
+        params = dict(get_version(config.prompt, settings).model_config or {})
+    return {k: params[k] for k in _BINDABLE if k in params}
+
+
+def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> Runnable[Any, Any]:
+    """The chain's chat model, with the prompt version's model parameters bound to it.
+
+    The environment's chat-model settings give the defaults; a prompt version's
+    own ``temperature`` / ``max_tokens`` win, since they are versioned with it.
+    A logged local model path is used while it exists; otherwise the model is
+    rebuilt (``tiny``) or loaded by id as the settings say.
+    """
     chat, settings = _chat_settings(config, settings)
     if chat.kind == "local" and config.model_path and Path(config.model_path).is_dir():
         chat = chat.model_copy(update={"model": config.model_path})
-    settings = settings or load_settings()
-    docs = settings.root / "docs"
-    return build_chat_model(chat, settings.models_dir, docs)
+        model = build_chat_model(chat, Path(config.model_path).parent)
+    else:
+        settings = settings or load_settings()
+        model = build_chat_model(chat, settings.models_dir, settings.root / "docs")
+    params = _prompt_parameters(config, settings)
+    return model.bind(**params) if params else model
 
 
 def chain_versions(config: ChainConfig) -> dict[str, str]:

@@ -84,7 +84,11 @@ class LocalChatModel(BaseChatModel):
         )
         max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
         temperature = float(kwargs.get("temperature", self.temperature))
-        gen: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": tokenizer.pad_token_id}
+        gen: dict[str, Any] = {
+            "max_new_tokens": max_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
         if temperature > 0:
             gen.update(do_sample=True, temperature=temperature)
         else:

@@ -14,7 +14,7 @@ __all__ = ["build_qa_chain"]
 
 def build_qa_chain(
     prompt: BasePromptTemplate,
-    chat_model: BaseChatModel,
+    chat_model: BaseChatModel | Runnable[Any, Any],
     versions: dict[str, Any] | None = None,
 ) -> Runnable[dict[str, Any], dict[str, Any]]:
     """``{"question": ...}`` in, ``{"answer": ..., "sources": [...], ...versions}`` out.

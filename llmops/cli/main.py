@@ -23,13 +23,23 @@ class _Group(click.Group):
         except LlmopsError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+
+            if not isinstance(exc, MlflowException):
+                raise
+            first = (exc.message or str(exc)).strip().splitlines()[0]
+            click.echo(f"error: MLflow: {first}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--env", default=None, help="Environment from llmops.yaml (default $LLMOPS_ENV, then default_env).")
+@click.option(
+    "--env", default=None, help="Environment from llmops.yaml (default $LLMOPS_ENV, then default_env)."
+)
 @click.version_option(package_name="llmops")
 @click.pass_context
 def cli(ctx: click.Context, env: str | None) -> None:

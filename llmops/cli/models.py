@@ -18,15 +18,15 @@ def models() -> None:
 
 @models.command()
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: <models_dir>/tiny).")
+              help="Output folder (default: <models_dir>/tiny-<content hash>).")
 @env_option
 @click.pass_context
 def tiny(ctx: click.Context, out: Path | None) -> None:
     """Build the offline tiny Llama (deterministic: same docs, same bytes)."""
-    from llmops.models import build_tiny_model
+    from llmops.models import build_tiny_model, ensure_tiny_model
 
     settings = settings_from(ctx)
-    target = out or settings.models_dir / "tiny"
-    click.echo(f"building the tiny model into {target} ...", err=True)
-    build_tiny_model(target, settings.root / "docs")
+    docs = settings.root / "docs"
+    click.echo("building the tiny model ...", err=True)
+    target = build_tiny_model(out, docs) if out else ensure_tiny_model(settings.models_dir, docs)
     click.echo(str(target))

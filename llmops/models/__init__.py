@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from llmops.models.config import TinyModelConfig
-from llmops.models.tiny import TINY, build_tiny_model, ensure_tiny_model
+from llmops.models.tiny import TINY, build_tiny_model, ensure_tiny_model, tiny_model_id
 
-__all__ = ["TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model"]
+__all__ = ["TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model", "tiny_model_id"]

@@ -18,7 +18,7 @@ from llmops.errors import ConfigError, MissingExtraError
 from llmops.lineage import content_hash
 from llmops.models.config import TinyModelConfig
 
-__all__ = ["TINY", "build_tiny_model", "ensure_tiny_model", "tiny_corpus"]
+__all__ = ["TINY", "build_tiny_model", "ensure_tiny_model", "tiny_corpus", "tiny_model_id"]
 
 TINY = "tiny"
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -120,9 +120,21 @@ def build_tiny_model(
     return out
 
 
-def ensure_tiny_model(models_dir: Path, docs_dir: Path | None = None) -> Path:
-    """The tiny model's folder under ``models_dir``, built on first use."""
-    out = Path(models_dir) / TINY
+def tiny_model_id(docs_dir: Path | None = None, config: TinyModelConfig | None = None) -> str:
+    """``tiny-<hash>``: the hash of the corpus and config the model would be built from."""
+    cfg = config or TinyModelConfig()
+    return f"{TINY}-{content_hash([cfg.model_dump(), tiny_corpus(docs_dir)])[:12]}"
+
+
+def ensure_tiny_model(
+    models_dir: Path, docs_dir: Path | None = None, config: TinyModelConfig | None = None
+) -> Path:
+    """The tiny model for this corpus and config, built on first use.
+
+    The folder is named by content (``tiny-<hash>``), so editing the docs builds a
+    new model next to the old one instead of changing what logged chains run.
+    """
+    out = Path(models_dir) / tiny_model_id(docs_dir, config)
     if not (out / _MARKER).is_file():
-        build_tiny_model(out, docs_dir)
+        build_tiny_model(out, docs_dir, config)
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.config import Settings, load_settings
-from llmops.errors import PromptNotFoundError
+from llmops.errors import PromptError, PromptNotFoundError
 from llmops.lineage import git_commit, git_is_dirty
 from llmops.prompts.templates import PromptTemplate, find_variables, read_prompt_dir, template_text
 from llmops.refs import Ref, parse_ref
@@ -63,7 +63,14 @@ def _versions(name: str) -> list[PromptVersion]:
     client = _client()
     if client.get_prompt(name) is None:
         return []
-    versions = list(client.search_prompt_versions(name))
+    versions: list[PromptVersion] = []
+    token = None
+    while True:
+        page = client.search_prompt_versions(name, max_results=100, page_token=token)
+        versions.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            break
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
@@ -89,6 +96,7 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
     content hash and the git commit. A second run with no change is a no-op.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     settings = settings or load_settings()
     folder = folder or settings.prompts_dir
@@ -102,9 +110,9 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
         if latest is not None and (latest.tags or {}).get(TAG_HASH) == tpl.content_hash:
             report.unchanged.append((tpl.name, int(latest.version)))
             continue
-        source = Path(tpl.source or "")
+        source = Path(tpl.source or "").resolve()
         try:
-            rel = str(source.resolve().relative_to(settings.root))
+            rel = str(source.relative_to(settings.root))
         except ValueError:
             rel = str(source)
         tags = {
@@ -112,15 +120,20 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
             TAG_FILE: rel,
             TAG_HASH: tpl.content_hash,
             TAG_COMMIT: commit,
-            TAG_DIRTY: str(git_is_dirty(settings.root, source)).lower(),
+            TAG_DIRTY: git_is_dirty(settings.root, source),
         }
-        version = mlflow.genai.register_prompt(
-            name=tpl.name,
-            template=tpl.template,
-            commit_message=tpl.description or None,
-            tags=tags,
-            model_config=tpl.model_parameters or None,
-        )
+        try:
+            version = mlflow.genai.register_prompt(
+                name=tpl.name,
+                template=tpl.template,
+                commit_message=tpl.description or None,
+                tags=tags,
+                model_config=tpl.model_parameters or None,
+            )
+        except MlflowException as exc:
+            raise PromptError(
+                f"{rel}: registering prompt '{tpl.name}' failed: {exc.message.splitlines()[0]}"
+            ) from exc
         report.registered.append((tpl.name, int(version.version)))
     return report
 

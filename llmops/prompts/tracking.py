@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llmops.config import Settings, load_settings
 from llmops.prompts.registry import get_version, to_template
 from llmops.prompts.templates import PromptTemplate
-from llmops.stores import ensure_experiment
+from llmops.stores import connect
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,7 +87,7 @@ def try_prompt(
     for row in inputs:  # validate every input before any run is created
         template.format(**row)
     model = chat_model or _default_chat_model(settings)
-    ensure_experiment(settings)
+    connect(settings)
     records = []
     for row in inputs:
         start = time.perf_counter()
@@ -142,7 +142,7 @@ def compare_prompts(
 
     settings = settings or load_settings()
     model = chat_model or _default_chat_model(settings)
-    ensure_experiment(settings)
+    connect(settings)
     table = pd.DataFrame.from_records(inputs)
     with mlflow.start_run(run_name="compare-prompts") as parent:
         mlflow.set_tags({"llmops.kind": "prompt_comparison"})

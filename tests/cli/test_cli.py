@@ -63,6 +63,9 @@ def test_environments_have_separate_stores(project: Path) -> None:
         (("prompts", "list"), ("llmops.yaml", "envs: {dev: {tracking_uri: 5}}\n"),
          "field 'envs.dev.tracking_uri'"),
         (("prompts", "list", "--env", "qa"), None, "unknown environment 'qa'"),
+        (("chains", "log", "chains/docs_qa.py", "--alias", "latest"), None,
+         "'latest' cannot be an alias"),
+        (("prompts", "alias", "qa", "v2", "1"), None, "'v2' cannot be an alias"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(project: Path, args, setup, pattern: str) -> None:

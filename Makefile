@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` runs the main job, `make test` the tests.
+# Each creates .venv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# CPU build of torch: pip takes it from a local wheel folder where the machine has one,
+# otherwise from PyTorch's CPU package index.
+TORCH  := torch==2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-index '$(TORCH)' || $(BIN)/pip install --quiet '$(TORCH)' --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llmops demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check llmops tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/chain_overhead.py
+
+clean:
+	rm -rf .llmops

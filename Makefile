@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# CPU build of torch: pip takes it from a local wheel folder where the machine has one,
-# otherwise from PyTorch's CPU package index.
+# CPU build of torch: from the machine's local wheel folder where it has one (pip's
+# find-links), otherwise from PyTorch's CPU package index; then its dependencies.
 TORCH  := torch==2.13.0
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
@@ -14,7 +14,8 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-index '$(TORCH)' || $(BIN)/pip install --quiet '$(TORCH)' --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet --no-deps --no-index '$(TORCH)' || $(BIN)/pip install --quiet --no-deps '$(TORCH)' --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 

@@ -1,0 +1,49 @@
+"""The lakehouse tables: their names and Arrow schemas (the contract other tools read)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["TABLES", "schema"]
+
+# column name -> Arrow type name; every table is append-only, one row per event.
+TABLES: dict[str, dict[str, str]] = {
+    "inference_log": {
+        "request_id": "string", "ts": "timestamp", "env": "string", "endpoint": "string",
+        "model": "string", "adapter": "string", "chain": "string", "chain_version": "string",
+        "prompt": "string", "prompt_version": "string", "request": "string", "response": "string",
+        "status": "int32", "latency_ms": "float64", "prompt_tokens": "int64",
+        "completion_tokens": "int64", "client": "string",
+    },
+    "feedback": {
+        "feedback_id": "string", "request_id": "string", "ts": "timestamp", "rating": "int32",
+        "correction": "string", "comment": "string", "source": "string", "user": "string",
+    },
+    "eval_results": {
+        "run_id": "string", "ts": "timestamp", "model_uri": "string", "dataset": "string",
+        "metric": "string", "value": "float64",
+    },
+    "index_runs": {
+        "run_id": "string", "ts": "timestamp", "source": "string", "collection": "string",
+        "added": "int64", "updated": "int64", "deleted": "int64", "unchanged": "int64",
+        "index_version": "string", "seconds": "float64",
+    },
+}
+
+
+def schema(table: str) -> pa.Schema:
+    """The Arrow schema of a lakehouse table."""
+    import pyarrow as pa
+
+    if table not in TABLES:
+        raise ConfigError(f"unknown lakehouse table '{table}': one of {', '.join(TABLES)}")
+    types = {
+        "string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
+        "float64": pa.float64(), "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    return pa.schema([pa.field(name, types[kind]) for name, kind in TABLES[table].items()])

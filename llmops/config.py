@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops.errors import ConfigError
+from llmops.indexing.config import IndexConfig
 
 __all__ = [
     "PROJECT_FILE",
@@ -94,6 +95,7 @@ class ProjectConfig(BaseModel):
     prompts_dir: str = Field("prompts", description="Folder of prompt template YAML files.")
     models_dir: str = Field(".llmops/models", description="Where built offline models go.")
     chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     envs: dict[str, EnvironmentConfig] = Field(
         default_factory=lambda: {name: EnvironmentConfig() for name in DEFAULT_ENVS}
     )
@@ -115,6 +117,7 @@ class Settings(BaseModel):
     prompts_dir: Path
     models_dir: Path
     chat_model: ChatModelSettings
+    index: IndexConfig
 
     @property
     def state_dir(self) -> Path:
@@ -237,4 +240,5 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
         prompts_dir=_abs(root_path, project.prompts_dir, root_path / "prompts"),
         models_dir=_abs(root_path, project.models_dir, root_path / ".llmops" / "models"),
         chat_model=cfg.chat_model or project.chat_model,
+        index=project.index,
     )

@@ -16,6 +16,8 @@ and says what to do next. The tree::
     │   ├── ChainFileError       a chain file cannot be loaded or logged
     │   └── ModelNotFoundError   a registered model reference does not exist
     ├── ChatModelError           the chat model cannot be built or called
+    ├── IndexingError            the vector-database update job cannot run
+    │   └── IndexSourceError     the document source is missing or malformed
     └── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
 
 The CLI prints ``error: <message>`` on one line and exits with status 1 for
@@ -29,6 +31,8 @@ __all__ = [
     "ChainFileError",
     "ChatModelError",
     "ConfigError",
+    "IndexSourceError",
+    "IndexingError",
     "LlmopsError",
     "MissingExtraError",
     "ModelNotFoundError",
@@ -94,6 +98,14 @@ class ModelNotFoundError(ChainError):
 
 class ChatModelError(LlmopsError):
     """A chat model cannot be built or called."""
+
+
+class IndexingError(LlmopsError):
+    """The vector-database update job cannot run."""
+
+
+class IndexSourceError(IndexingError):
+    """The document source is missing or malformed."""
 
 
 class BadReferenceError(LlmopsError, ValueError):

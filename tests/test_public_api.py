@@ -22,10 +22,24 @@ def test_prompts_exports() -> None:
 def test_chains_exports() -> None:
     assert set(llmops.chains.__all__) == {
         "ChainConfig", "ChainModel", "LocalChatModel", "LoggedChain", "ResolvedPrompt",
-        "build_chat_model", "build_qa_chain", "chain_chat_model", "chain_config", "chain_prompt",
-        "chain_versions", "invoke", "load", "log_chain", "model_version", "promote",
-        "resolve_prompt",
+        "RetrieverConfig", "build_chat_model", "build_qa_chain", "chain_chat_model",
+        "chain_config", "chain_prompt", "chain_retriever", "chain_versions", "format_context",
+        "invoke", "load", "log_chain", "model_version", "promote", "resolve_prompt",
+        "resolve_retriever",
     }
+
+
+def test_indexing_and_lakehouse_exports() -> None:
+    import llmops.indexing
+    import llmops.lakehouse
+
+    assert set(llmops.indexing.__all__) == {
+        "IndexConfig", "IndexReport", "IndexRetriever", "current_index_version", "update_index",
+    }
+    assert set(llmops.lakehouse.__all__) == {
+        "TABLES", "append_rows", "read_table", "schema", "table_path",
+    }
+    assert set(llmops.lakehouse.TABLES) == {"inference_log", "feedback", "eval_results", "index_runs"}
 
 
 def test_models_exports() -> None:
@@ -35,7 +49,10 @@ def test_models_exports() -> None:
 
 
 def test_every_export_exists() -> None:
-    for module in (llmops.prompts, llmops.chains, llmops.models):
+    import llmops.indexing
+    import llmops.lakehouse
+
+    for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 
@@ -43,6 +60,7 @@ def test_every_export_exists() -> None:
 def test_import_llmops_is_cheap() -> None:
     code = (
         "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
+        "import llmops.indexing, llmops.lakehouse\n"
         "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -6,13 +6,15 @@ from llmops.chains.building import (
     chain_chat_model,
     chain_config,
     chain_prompt,
+    chain_retriever,
     chain_versions,
     resolve_prompt,
+    resolve_retriever,
 )
 from llmops.chains.chat_models import LocalChatModel, build_chat_model
-from llmops.chains.config import ChainConfig, ResolvedPrompt
+from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.chains.packaging import ChainModel, LoggedChain, log_chain
-from llmops.chains.qa import build_qa_chain
+from llmops.chains.qa import build_qa_chain, format_context
 from llmops.chains.registry import invoke, load, model_version, promote
 
 __all__ = [
@@ -26,11 +28,15 @@ __all__ = [
     "chain_chat_model",
     "chain_config",
     "chain_prompt",
+    "chain_retriever",
     "chain_versions",
+    "format_context",
     "invoke",
     "load",
     "log_chain",
     "model_version",
     "promote",
     "resolve_prompt",
+    "resolve_retriever",
+    "RetrieverConfig",
 ]

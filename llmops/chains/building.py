@@ -11,16 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.prompts import BasePromptTemplate
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
 from llmops.chains.chat_models import build_chat_model
-from llmops.chains.config import ChainConfig, ResolvedPrompt
+from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.config import ChatModelSettings, Settings, load_settings
 from llmops.prompts.langchain import to_langchain
 from llmops.prompts.registry import get_version, to_template
 from llmops.prompts.templates import PromptTemplate
 
-__all__ = ["chain_chat_model", "chain_config", "chain_prompt", "chain_versions", "resolve_prompt"]
+__all__ = [
+    "chain_chat_model",
+    "chain_config",
+    "chain_prompt",
+    "chain_retriever",
+    "chain_versions",
+    "resolve_prompt",
+    "resolve_retriever",
+]
 
 
 def chain_config(defaults: dict[str, Any]) -> ChainConfig:
@@ -92,10 +101,51 @@ def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> R
 
 
 def chain_versions(config: ChainConfig) -> dict[str, str]:
-    """The versions stamped on every answer: the pinned prompt and the chat model."""
+    """The versions stamped on every answer: the pinned prompt, the chat model, the index."""
     rp = config.resolved_prompt
     chat = config.chat_model
-    return {
+    versions = {
         "prompt": f"{rp.name}/{rp.version}" if rp else config.prompt,
         "chat_model": f"{chat.kind}:{chat.model}" if chat else "environment default",
     }
+    if config.retriever is not None:
+        versions["index_version"] = config.retriever.index_version or "live"
+    return versions
+
+
+def resolve_retriever(config: ChainConfig, settings: Settings) -> RetrieverConfig | None:
+    """Pin the retriever to where the collection is and the index version it holds now."""
+    if config.retriever is None:
+        return None
+    from llmops.indexing.versions import current_index_version
+
+    collection = config.retriever.collection or settings.index.collection
+    version, _ = current_index_version(settings, collection)
+    return RetrieverConfig(
+        collection=collection,
+        k=config.retriever.k or settings.index.top_k,
+        chroma=settings.chroma,
+        embedder=settings.index.embedder,
+        index_version=version,
+    )
+
+
+def chain_retriever(config: ChainConfig, settings: Settings | None = None) -> BaseRetriever | None:
+    """The chain's retriever: as pinned at log time, else from the environment's settings."""
+    if config.retriever is None:
+        return None
+    from llmops.indexing.retriever import IndexRetriever
+
+    rc = config.retriever
+    if rc.chroma is None:
+        settings = settings or load_settings()
+        rc = RetrieverConfig(
+            collection=rc.collection or settings.index.collection,
+            k=rc.k or settings.index.top_k,
+            chroma=settings.chroma,
+            embedder=settings.index.embedder,
+        )
+    return IndexRetriever(
+        collection=rc.collection or "docs", chroma=rc.chroma, embedder=rc.embedder or "minilm",
+        k=rc.k or 3,
+    )

@@ -6,9 +6,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmops.config import ChatModelSettings
+from llmops.config import ChatModelSettings, ChromaSettings
 
-__all__ = ["ChainConfig", "ResolvedPrompt"]
+__all__ = ["ChainConfig", "ResolvedPrompt", "RetrieverConfig"]
+
+
+class RetrieverConfig(BaseModel):
+    """Retrieval from the vector index; logging pins where it is and which version it held."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(None, description="Collection (default: index.collection).")
+    k: int | None = Field(None, ge=1, le=100, description="Chunks per question (default: index.top_k).")
+    chroma: ChromaSettings | None = Field(None, description="Where the collection is; set at log time.")
+    embedder: str | None = Field(None, description="Embedder of the collection; set at log time.")
+    index_version: str | None = Field(None, description="Index version at log time.")
 
 
 class ResolvedPrompt(BaseModel):
@@ -42,5 +54,6 @@ class ChainConfig(BaseModel):
         None, description="Resolved local model folder (kind 'local'), set at log time."
     )
     resolved_prompt: ResolvedPrompt | None = Field(None, description="Set at log time.")
+    retriever: RetrieverConfig | None = Field(None, description="Retrieval; None for no retrieval.")
     description: str = Field("", description="What the chain does; the model version's description.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Chain-specific settings.")

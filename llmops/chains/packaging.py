@@ -11,7 +11,7 @@ from typing import Any
 import mlflow.pyfunc
 
 import llmops
-from llmops.chains.building import resolve_prompt
+from llmops.chains.building import resolve_prompt, resolve_retriever
 from llmops.chains.chat_models import resolve_local_model
 from llmops.chains.config import ChainConfig
 from llmops.config import Settings, load_settings
@@ -144,8 +144,10 @@ def log_chain(
         if chat.kind == "local"
         else None
     )
+    retriever = resolve_retriever(config, settings)
     resolved = config.model_copy(
-        update={"chat_model": chat, "resolved_prompt": prompt, "model_path": model_path}
+        update={"chat_model": chat, "resolved_prompt": prompt, "model_path": model_path,
+                "retriever": retriever}
     )
     model_config = resolved.model_dump(mode="json")
     commit = git_commit(settings.root)
@@ -161,7 +163,11 @@ def log_chain(
         "llmops.env": settings.env,
         "llmops.config_hash": content_hash(model_config),
     }
-    output_example = [{"answer": "", "sources": [""], "prompt": "", "chat_model": ""}]
+    if retriever is not None:
+        tags["llmops.index_version"] = retriever.index_version or ""
+        tags["llmops.index_collection"] = retriever.collection or ""
+    output_example = [{"answer": "", "sources": [""], "prompt": "", "chat_model": "",
+                       **({"index_version": ""} if retriever else {})}]
     signature = infer_signature(INPUT_EXAMPLE, output_example)
     with mlflow.start_run(run_name=f"log-{model_name}") as run:
         mlflow.set_tags(tags)

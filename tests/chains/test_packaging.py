@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from llmops.chains import invoke, load, log_chain, model_version, promote
 from llmops.errors import ChainFileError, ModelNotFoundError, PromptNotFoundError
+from llmops.indexing import current_index_version, update_index
 from llmops.prompts import set_alias, sync_prompts
 from llmops.stores import connect
 
@@ -19,6 +20,7 @@ from llmops.stores import connect
 def synced(settings):
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
+    update_index(settings, progress=False, record=False)
     return settings
 
 
@@ -28,11 +30,13 @@ def test_log_registers_a_version_with_pinned_prompt_and_lineage(synced, project:
     client = MlflowClient()
     version = client.get_model_version_by_alias("docs-qa", "staging")
     assert int(version.version) == 1
-    assert version.description == "Answers questions about llmops from its documentation."
+    assert version.description.startswith("Answers questions about llmops from its documentation")
     assert version.tags["llmops.prompt"] == "qa/1"
     assert version.tags["llmops.prompt_ref"] == "qa@production"
     assert len(version.tags["llmops.git_commit"]) == 40
     assert version.tags["llmops.chat_model"] == "local:tiny"
+    assert version.tags["llmops.index_version"] == current_index_version(synced, "docs")[0]
+    assert version.tags["llmops.index_collection"] == "docs"
 
     info = mlflow.models.get_model_info(logged.model_uri)
     assert info.signature is not None

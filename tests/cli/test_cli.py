@@ -32,6 +32,8 @@ def test_prompt_and_chain_workflow(project: Path) -> None:
     diff = ok("prompts", "diff", "qa", "1", "2", cwd=project)
     assert "-Question: {{question}}" in diff and "+Q: {{question}}" in diff
 
+    indexed = ok("index", "update", cwd=project)
+    assert "unchanged 0 chunks" in indexed and "index version" in indexed
     logged = ok("chains", "log", "chains/docs_qa.py", "--alias", "staging", cwd=project)
     assert "registered docs-qa/1 (prompt prompts:/qa/2, alias staging)" in logged
     answer = ok("chains", "invoke", "docs-qa@staging", "How do I promote a chain?", cwd=project)
@@ -97,6 +99,7 @@ def test_against_a_real_mlflow_server(project: Path, mlflow_server: str) -> None
     env = {"LLMOPS_PROD_TRACKING_URI": mlflow_server}
     assert "registered qa/1" in ok("--env", "prod", "prompts", "sync", env=env, cwd=project)
     ok("prompts", "alias", "qa", "production", "1", "--env", "prod", env=env, cwd=project)
+    ok("index", "update", "--env", "prod", env=env, cwd=project)
     logged = ok("chains", "log", "chains/docs_qa.py", "--alias", "staging", "--env", "prod",
                 env=env, cwd=project)
     assert "registered docs-qa/" in logged

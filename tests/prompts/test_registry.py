@@ -79,8 +79,9 @@ def test_alias_show_and_load(settings, project: Path) -> None:
     assert int(get_version("qa@production", settings).version) == 1
     assert int(get_version("qa", settings).version) == 2
     lc = load("qa@production", settings)
-    assert lc.format_messages(question="why?")[-1].content == "Question: why?"
-    assert load("qa/2", settings).format_messages(question="why?")[-1].content == "Q: why?"
+    assert lc.format_messages(question="why?", context="c")[-1].content == "Question: why?"
+    assert load("qa/2", settings).format_messages(question="why?", context="c")[-1].content == "Q: why?"
+    assert "Excerpts:\nc" in lc.format_messages(question="why?", context="c")[0].content
     infos = {i.name: i for i in list_prompts(settings)}
     assert infos["qa"].latest_version == 2
     assert infos["qa"].aliases == {"production": 1}

@@ -9,7 +9,11 @@ from mlflow import MlflowClient
 from llmops.errors import PromptVariableError
 from llmops.prompts import PromptTemplate, compare_prompts, sync_prompts, try_prompt
 
-INPUTS = [{"question": "What is a chain?"}, {"question": "How do aliases work?"}]
+CONTEXT = "An alias names one version of a prompt or model, such as @production."
+INPUTS = [
+    {"question": "What is a chain?", "context": CONTEXT},
+    {"question": "How do aliases work?", "context": CONTEXT},
+]
 
 
 def test_try_a_registered_version_logs_a_run(settings) -> None:
@@ -28,14 +32,14 @@ def test_try_a_registered_version_logs_a_run(settings) -> None:
         open(mlflow.artifacts.download_artifacts(run_id=trial.run_id,
                                                  artifact_path="prompt_trial.json")).read()
     )
-    assert table["columns"] == ["question", "output", "latency_ms"]
-    assert [row[1] for row in table["data"]] == trial.outputs
+    assert table["columns"] == ["question", "context", "output", "latency_ms"]
+    assert [row[2] for row in table["data"]] == trial.outputs
     linked = MlflowClient().get_run(trial.run_id).data.tags.get("mlflow.linkedPrompts", "")
     assert '"qa"' in linked
 
 
 def test_try_a_draft(settings) -> None:
-    draft = [{"role": "user", "content": "Briefly: {{question}}"}]
+    draft = [{"role": "user", "content": "{{context}}\nBriefly: {{question}}"}]
     trial = try_prompt(draft, INPUTS, settings=settings)
     assert trial.prompt_version == "draft"
     run = mlflow.get_run(trial.run_id)
@@ -53,7 +57,8 @@ def test_compare_versions_side_by_side(settings, project) -> None:
     path = project / "prompts" / "qa.yaml"
     path.write_text(path.read_text().replace("Question:", "Q:"))
     sync_prompts(settings)
-    table = compare_prompts(["qa/1", "qa/2", "Answer: {{question}}"], INPUTS, settings=settings)
+    table = compare_prompts(["qa/1", "qa/2", "{{context}} Answer: {{question}}"], INPUTS,
+                            settings=settings)
     assert list(table["question"]) == [i["question"] for i in INPUTS]
     for label in ("qa/1", "qa/2", "draft/draft"):
         assert label in table.columns and f"{label} latency_ms" in table.columns

@@ -129,3 +129,22 @@ def test_bad_chain_files_register_nothing(synced, project: Path) -> None:
         log_chain(project / "chains" / "nope.py", settings=synced)
     connect(synced)
     assert MlflowClient().search_registered_models() == []
+
+
+def test_rag_answers_carry_sources_and_the_index_version(synced, project: Path) -> None:
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=synced)
+    version, _ = current_index_version(synced, "docs")
+    answer = invoke("docs-qa@staging", "How do I promote a chain to production?", synced)
+    docs = {p.name for p in (project / "docs").glob("*.md")}
+    assert answer["sources"] and set(answer["sources"]) <= docs
+    assert answer["index_version"] == version
+
+
+def test_logging_a_rag_chain_without_an_index_registers_nothing(settings, project: Path) -> None:
+    from llmops.errors import IndexingError
+
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    with pytest.raises(IndexingError, match="run 'llmops index update' first"):
+        log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=settings)
+    assert MlflowClient().search_registered_models() == []

@@ -65,6 +65,7 @@ def test_environments_have_separate_stores(project: Path) -> None:
         (("prompts", "list"), ("llmops.yaml", "envs: {dev: {tracking_uri: 5}}\n"),
          "field 'envs.dev.tracking_uri'"),
         (("prompts", "list", "--env", "qa"), None, "unknown environment 'qa'"),
+        (("index", "update", "--source", "nowhere"), None, "source .*nowhere does not exist"),
         (("chains", "log", "chains/docs_qa.py", "--alias", "latest"), None,
          "'latest' cannot be an alias"),
         (("prompts", "alias", "qa", "v2", "1"), None, "'v2' cannot be an alias"),

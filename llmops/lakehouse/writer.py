@@ -40,14 +40,19 @@ def _check_row(table: str, row: dict[str, Any]) -> None:
             raise LlmopsError(f"{table}.{name}: expected {kind}, got {type(value).__name__}")
 
 
-def append_rows(lakehouse: Path, table: str, rows: list[dict[str, Any]]) -> int:
+def append_rows(
+    lakehouse: Path, table: str, rows: list[dict[str, Any]],
+    commit_metadata: dict[str, str] | None = None,
+) -> int:
     """Append ``rows`` to ``table`` in one Delta commit (all or nothing); returns the row count.
 
     Every row is checked against the table's schema before anything is written.
+    ``commit_metadata`` is stored in the commit's info (read back with ``history()``).
+    Concurrent appends from several processes are safe: Delta retries on conflict.
     """
     try:
         import pyarrow as pa
-        from deltalake import write_deltalake
+        from deltalake import CommitProperties, write_deltalake
     except ImportError as exc:
         raise MissingExtraError(exc.name or "deltalake", "index") from exc
     if not rows:
@@ -60,7 +65,8 @@ def append_rows(lakehouse: Path, table: str, rows: list[dict[str, Any]]) -> int:
     )
     path = table_path(lakehouse, table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, mode="append")
+    props = CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None
+    write_deltalake(str(path), data, mode="append", commit_properties=props)
     return len(rows)
 
 

@@ -1,0 +1,237 @@
+"""The same streaming chat load sent straight to vLLM and through the gateway, side by side.
+
+Many concurrent clients each send streaming chat requests with a fixed output
+length (``max_tokens`` with ``ignore_eos``). For each concurrency it runs the
+direct and the gateway side back to back (alternating which goes first), and
+prints requests/s, output tokens/s, time to first token and latency p50/p99,
+and the gateway/direct ratios. Afterwards it checks that ``inference_log``
+gained exactly one row per request sent through the gateway.
+
+The clients run in several processes (``--client-procs``) so that the load
+generator is not the bottleneck.
+
+Usage:
+  python benchmarks/gateway_overhead.py                       # starts vLLM (tiny model) + gateway
+  python benchmarks/gateway_overhead.py --engine-url http://127.0.0.1:8100 --model PATH
+  python benchmarks/gateway_overhead.py --concurrency 16 64 128 --requests 512 --tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _one(client, url: str, model: str, tokens: int, rid: str) -> tuple[float, float, int]:
+    body = {"model": model, "stream": True, "max_tokens": tokens, "ignore_eos": True,
+            "min_tokens": tokens, "messages": [{"role": "user", "content": f"Tell me about {rid}"}]}
+    t0 = time.perf_counter()
+    ttft = None
+    n = 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body,
+                             headers={"X-Request-Id": rid}) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line.startswith("data: [DONE]"):
+                continue
+            event = json.loads(line[6:])
+            for choice in event.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    n += 1
+    return (ttft if ttft is not None else time.perf_counter() - t0), time.perf_counter() - t0, n
+
+
+def _client_proc(url, model, tokens, concurrency, requests, prefix, out_q) -> None:
+    import httpx
+
+    async def run() -> list[tuple[float, float, int]]:
+        limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for i in range(requests):
+                queue.put_nowait(i)
+            results = []
+
+            async def worker() -> None:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    results.append(await _one(client, url, model, tokens, f"{prefix}-{i}"))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return results
+
+    out_q.put(asyncio.run(run()))
+
+
+def load(url: str, model: str, tokens: int, concurrency: int, requests: int, procs: int,
+         prefix: str) -> dict[str, float]:
+    procs = max(1, min(procs, concurrency))
+    q: mp.Queue = mp.Queue()
+    per_conc = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
+    per_req = [requests // procs + (i < requests % procs) for i in range(procs)]
+    workers = [mp.Process(target=_client_proc, args=(url, model, tokens, per_conc[i], per_req[i],
+                                                      f"{prefix}-p{i}", q)) for i in range(procs)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    results = [r for _ in workers for r in q.get()]
+    wall = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    ttft = sorted(r[0] for r in results)
+    lat = sorted(r[1] for r in results)
+    out_tokens = sum(r[2] for r in results)
+
+    def pct(values: list[float], p: float) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
+    return {"req_s": len(results) / wall, "tok_s": out_tokens / wall,
+            "ttft_p50": statistics.median(ttft) * 1000, "ttft_p99": pct(ttft, 0.99),
+            "lat_p50": statistics.median(lat) * 1000, "lat_p99": pct(lat, 0.99),
+            "requests": len(results)}
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engine-url", help="a running vLLM server (default: start one)")
+    p.add_argument("--model", default="tiny", help="model for a started engine")
+    p.add_argument("--served-model-name", default="base")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--requests", type=int, default=256, help="requests per side and concurrency")
+    p.add_argument("--tokens", type=int, default=32, help="output tokens per request")
+    p.add_argument("--client-procs", type=int, default=2)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--engine-arg", action="append", default=[], help="extra vLLM argument")
+    p.add_argument("--json-out", default=None, help="write the results as JSON here")
+    args = p.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="gateway-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    engine = None
+    try:
+        from llmops.config import load_settings
+        from llmops.serving.config import EngineConfig
+        from llmops.serving.engine import Engine
+
+        for folder in ("docs",):
+            if (REPO / folder).is_dir() and not (work / folder).exists():
+                shutil.copytree(REPO / folder, work / folder)
+        (work / "llmops.yaml").write_text(f"project: bench\nmodels_dir: {REPO / '.llmops/models'}\n")
+        settings = load_settings(root=work)
+        if args.engine_url:
+            engine_url = args.engine_url.rstrip("/").removesuffix("/v1")
+        else:
+            from llmops.serving.engine import resolve_engine_model
+
+            cfg = EngineConfig(port=free_port(), served_model_name=args.served_model_name,
+                               model=args.model, extra_args=args.engine_arg, enable_lora=False)
+            model = resolve_engine_model(cfg, settings.models_dir, work / "docs")
+            engine = Engine(cfg, model, work / "engine.log")
+            print(f"starting vLLM on {model} ...", flush=True)
+            engine.start()
+            engine_url = engine.url.removesuffix("/v1")
+        gport = free_port()
+        (work / "serving").mkdir(exist_ok=True)
+        (work / "serving" / "endpoint.yaml").write_text(
+            f"engine:\n  url: {engine_url}/v1\n  served_model_name: {args.served_model_name}\n"
+            f"gateway:\n  port: {gport}\n  max_tokens_cap: {max(1024, args.tokens)}\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+        gw = subprocess.Popen([str(Path(sys.executable).parent / "llmops"), "serve"], cwd=work,
+                              env=env, stdout=open(work / "gateway.log", "wb"),
+                              stderr=subprocess.STDOUT)
+        procs.append(gw)
+        gateway_url = f"http://127.0.0.1:{gport}"
+        wait_http(gateway_url + "/healthz", 120)
+        model = args.served_model_name
+        load(engine_url, model, 4, 4, 8, 1, "warm-direct")
+        load(gateway_url, model, 4, 4, 8, 1, "warm-gw")
+        table = []
+        sent_through_gateway = 8
+        for i, conc in enumerate(args.concurrency):
+            order = [("direct", engine_url), ("gateway", gateway_url)]
+            if i % 2:
+                order.reverse()
+            res = {}
+            for side, url in order:
+                res[side] = load(url, model, args.tokens, conc, args.requests, args.client_procs,
+                                 f"{side}-c{conc}")
+                if side == "gateway":
+                    sent_through_gateway += res[side]["requests"]
+            table.append((conc, res))
+            print(f"concurrency {conc}: done", flush=True)
+
+        print()
+        print(f"{'conc':>4} {'side':>8} {'req/s':>8} {'tok/s':>9} {'ttft p50':>9} {'ttft p99':>9} "
+              f"{'lat p50':>9} {'lat p99':>9}")
+        for conc, res in table:
+            for side in ("direct", "gateway"):
+                r = res[side]
+                print(f"{conc:>4} {side:>8} {r['req_s']:8.1f} {r['tok_s']:9.0f} {r['ttft_p50']:8.1f}ms"
+                      f" {r['ttft_p99']:8.1f}ms {r['lat_p50']:8.0f}ms {r['lat_p99']:8.0f}ms")
+            d, g = res["direct"], res["gateway"]
+            print(f"{conc:>4} {'ratio':>8} {g['req_s'] / d['req_s']:8.3f} {g['tok_s'] / d['tok_s']:9.3f}"
+                  f"   TTFT p50 added: {g['ttft_p50'] - d['ttft_p50']:+.1f} ms")
+        # every request through the gateway is in inference_log exactly once
+        from llmops.lakehouse import read_table
+
+        deadline = time.time() + 60
+        rows = read_table(settings.lakehouse, "inference_log")
+        while len(rows) < sent_through_gateway and time.time() < deadline:
+            time.sleep(0.5)
+            rows = read_table(settings.lakehouse, "inference_log")
+        exact = len(rows) == sent_through_gateway and rows["request_id"].is_unique
+        print(f"inference_log: {len(rows)} rows for {sent_through_gateway} gateway requests, "
+              f"unique ids: {rows['request_id'].is_unique}: {'OK' if exact else 'MISMATCH'}")
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(
+                {"table": [{"concurrency": c, **{s: r[s] for s in r}} for c, r in table],
+                 "log_rows": len(rows), "gateway_requests": sent_through_gateway}, indent=2))
+        return 0 if exact else 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if engine:
+            engine.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Registered chains served by the gateway, their chat model pointed at the engine."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from llmops.config import Settings
+
+__all__ = ["ChainServer", "ServedChain"]
+
+
+@dataclass
+class ServedChain:
+    name: str
+    version: str
+    model: Any
+    prompt: str
+    prompt_version: str
+    index_version: str
+    chat_model: str
+    adapter: str | None
+
+
+class ChainServer:
+    """Loads ``NAME@ALIAS`` once per resolved version; the alias is re-read on every call."""
+
+    def __init__(self, settings: Settings, engine_url: str, served_model: str,
+                 max_tokens: int | None = None) -> None:
+        self.settings = settings
+        self.engine_url = engine_url
+        self.served_model = served_model
+        self.max_tokens = max_tokens
+        self._cache: dict[tuple[str, str], ServedChain] = {}
+        self._lock = threading.Lock()
+
+    def _chat_override(self, logged: dict[str, Any]) -> dict[str, Any]:
+        chat = dict(logged.get("chat_model") or {})
+        adapter = chat.get("adapter")
+        model = adapter or self.served_model
+        return {
+            "kind": "openai", "model": model, "base_url": self.engine_url,
+            "api_key_env": chat.get("api_key_env", "OPENAI_API_KEY"),
+            "temperature": chat.get("temperature", 0.0),
+            "max_tokens": self.max_tokens or chat.get("max_tokens", 64),
+            "timeout_s": chat.get("timeout_s", 60.0),
+        }
+
+    def get(self, name: str, alias: str) -> ServedChain:
+        """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
+        import mlflow.pyfunc
+        from mlflow.models import Model
+
+        from llmops.chains.registry import model_version
+
+        version = model_version(f"{name}@{alias}", self.settings)
+        key = (name, str(version.version))
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            uri = f"models:/{name}/{version.version}"
+            local = mlflow.artifacts.download_artifacts(uri)
+            # a models-from-code config lives in the pyfunc flavor's "config"
+            logged = dict(Model.load(local).flavors.get("python_function", {}).get("config") or {})
+            override = {"chat_model": self._chat_override(logged), "model_path": None}
+            model = mlflow.pyfunc.load_model(local, model_config=override)
+            tags = version.tags or {}
+            prompt_ref = tags.get("llmops.prompt", "/")
+            served = ServedChain(
+                name=name, version=str(version.version), model=model,
+                prompt=prompt_ref.split("/")[0], prompt_version=prompt_ref.split("/")[-1],
+                index_version=tags.get("llmops.index_version", ""),
+                chat_model=override["chat_model"]["model"],
+                adapter=(logged.get("chat_model") or {}).get("adapter"),
+            )
+            self._cache[key] = served
+            return served
+
+    def invoke(self, name: str, alias: str, question: str) -> tuple[ServedChain, dict[str, Any]]:
+        served = self.get(name, alias)
+        answer = served.model.predict([{"question": question}])[0]
+        return served, answer

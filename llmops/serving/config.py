@@ -1,0 +1,112 @@
+"""Serving settings (``serving/endpoint.yaml``): the engine, the gateway, and API keys.
+
+The file holds defaults and per-environment overrides under ``envs:``; an
+override is merged section by section over the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmops.config import Settings
+from llmops.errors import ConfigError
+
+__all__ = ["AuthConfig", "EndpointConfig", "EngineConfig", "GatewayConfig", "load_endpoint_config"]
+
+ENDPOINT_FILE = Path("serving") / "endpoint.yaml"
+
+
+class EngineConfig(BaseModel):
+    """vLLM's OpenAI-compatible server, started as a subprocess."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("tiny", description="'tiny', a local model folder, or a model id.")
+    served_model_name: str = Field("base", description="The name clients put in 'model'.")
+    url: str | None = Field(None, description="Use an engine already running here; start none.")
+    host: str = Field("127.0.0.1", description="Engine bind address.")
+    port: int = Field(8100, description="Engine port.")
+    max_model_len: int | None = Field(2048, description="Longest sequence.")
+    dtype: str = Field("auto", description="Weights dtype (auto, bfloat16, float16, float32).")
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs per replica.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory share.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Most sequences per batch.")
+    attention_backend: str | None = Field(None, description="vLLM --attention-backend.")
+    api_server_count: int | None = Field(None, ge=1, description="vLLM --api-server-count.")
+    enable_lora: bool = Field(True, description="Start with LoRA enabled.")
+    max_lora_rank: int = Field(16, ge=1, description="Highest LoRA rank the engine accepts.")
+    max_loras: int = Field(4, ge=1, description="Adapters held at once.")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="KV cache on CPU builds (GiB).")
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
+    start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")
+
+
+class GatewayConfig(BaseModel):
+    """The gateway in front of the engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Gateway bind address.")
+    port: int = Field(8000, description="Gateway port.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
+    max_tokens_cap: int = Field(1024, ge=1, description="Higher max_tokens gets 400.")
+    upstream_timeout_s: float = Field(120, gt=0, description="Engine timeout (then 503).")
+    default_chain_alias: str = Field("production", description="Alias a chain call uses.")
+    log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
+    log_batch_size: int = Field(512, ge=1, description="Rows per Delta commit at most.")
+    instance: str | None = Field(None, description="Write-ahead log name (default: the port).")
+
+
+class AuthConfig(BaseModel):
+    """API keys with scopes (invoke, feedback, admin); never logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: bool = Field(False, description="Refuse requests without a key.")
+    keys_env: str = Field("LLMOPS_API_KEYS", description="Env var: 'KEY=scope,scope;KEY2=admin'.")
+    keys_file: str | None = Field(None, description="YAML file: {keys: [{key, scopes, name}]}.")
+
+
+class EndpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
+def load_endpoint_config(settings: Settings, path: Path | None = None) -> EndpointConfig:
+    """The endpoint settings for the settings' environment (staging and prod require keys)."""
+    file = path or settings.root / ENDPOINT_FILE
+    raw: dict[str, Any] = {}
+    if file.is_file():
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: fix its syntax") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping")
+    envs = raw.pop("envs", {}) or {}
+    if not isinstance(envs, dict):
+        raise ConfigError(f"{file}: 'envs' must map environment names to overrides")
+    merged = _merge(raw, envs.get(settings.env, {}) or {})
+    if settings.env != "dev":
+        merged = _merge({"auth": {"required": True}}, merged)
+    try:
+        return EndpointConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{file}: field '{field}': {err['msg']}") from exc

@@ -1,0 +1,74 @@
+"""``llmops serve``: start the engine, then the gateway in front of it, and stop both cleanly."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmops.config import Settings, load_settings
+from llmops.serving.auth import load_keys
+from llmops.serving.chains import ChainServer
+from llmops.serving.config import EndpointConfig, load_endpoint_config
+from llmops.serving.engine import Engine, resolve_engine_model
+from llmops.serving.feedback_store import RequestIndex
+from llmops.serving.gateway import Gateway
+from llmops.serving.wal import WriteAheadLog
+
+__all__ = ["build_gateway", "serve"]
+
+
+def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str) -> Gateway:
+    """A gateway for an engine at ``engine_url`` (its write-ahead log replayed and running)."""
+    from llmops.stores import connect
+
+    keys = load_keys(config.auth, settings.root)  # fails before anything starts
+    instance = config.gateway.instance or f"gw-{config.gateway.port}"
+    wal = WriteAheadLog(settings.state_dir / "wal" / instance, settings.lakehouse,
+                        ["inference_log", "feedback"], instance,
+                        flush_interval_s=config.gateway.log_flush_interval_s,
+                        batch_size=config.gateway.log_batch_size)
+    wal.start()
+    connect(settings)
+    chains = ChainServer(settings, engine_url.rstrip("/") + "/v1"
+                         if not engine_url.rstrip("/").endswith("/v1") else engine_url,
+                         config.engine.served_model_name)
+    root_url = engine_url.rstrip("/").removesuffix("/v1")
+    return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
+                   chains)
+
+
+def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
+          echo: Callable[[str], None] = print, endpoint_file: Path | None = None) -> None:
+    """Run the engine and the gateway until SIGINT/SIGTERM."""
+    import uvicorn
+
+    settings = settings or load_settings()
+    config = load_endpoint_config(settings, endpoint_file)
+    if host:
+        config.gateway.host = host
+    if port:
+        config.gateway.port = port
+    load_keys(config.auth, settings.root)  # refuse to start staging/prod without keys
+    model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
+    engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log")
+    echo(f"starting the engine ({model}) ...")
+    engine.start()
+    echo(f"engine ready at {engine.url}")
+    gateway = build_gateway(settings, config, engine.url)
+    server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
+                                           port=config.gateway.port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    echo(f"gateway on http://{config.gateway.host}:{config.gateway.port} (env {settings.env})")
+
+    def stop(*_: Any) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    finally:
+        gateway.wal.close()
+        engine.stop()
+        echo("stopped")

@@ -1,0 +1,49 @@
+"""API keys with scopes; staging and prod refuse to start without keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port, run_cli
+from tests.serving.conftest import write_endpoint
+
+KEYS = "inv-key-123=invoke;fb-key-456=feedback;adm-key-789=admin"
+
+
+def test_staging_needs_keys(project: Path, engine_url: str) -> None:
+    write_endpoint(project, engine_url, free_port())
+    out = run_cli("serve", "--env", "staging", cwd=project, env={"LLMOPS_API_KEYS": ""}, timeout=120)
+    assert out.returncode == 1
+    assert "requires API keys and none are set" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_scopes(project: Path, start_gateway) -> None:
+    gw = start_gateway(env={"LLMOPS_API_KEYS": KEYS})
+    h = httpx.Client(base_url=gw.url, timeout=30)
+    body = {"model": "base", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    assert h.post("/v1/chat/completions", json=body).status_code == 401
+    bad = h.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"})
+    assert bad.status_code == 401
+    fb_only = h.post("/v1/chat/completions", json=body,
+                     headers={"Authorization": "Bearer fb-key-456"})
+    assert fb_only.status_code == 403
+    ok = h.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer inv-key-123"})
+    assert ok.status_code == 200
+    rid = ok.headers["x-request-id"]
+    assert h.post("/v1/feedback", json={"request_id": rid, "rating": 1},
+                  headers={"Authorization": "Bearer inv-key-123"}).status_code == 403
+    assert h.post("/v1/feedback", json={"request_id": rid, "rating": 1},
+                  headers={"Authorization": "Bearer fb-key-456"}).status_code == 200
+    assert h.post("/v1/chat/completions", json=body,
+                  headers={"Authorization": "Bearer adm-key-789"}).status_code == 200
+    log = gw.output()
+    for secret in ("inv-key-123", "fb-key-456", "adm-key-789"):
+        assert secret not in log
+    from tests.serving.conftest import wait_rows
+
+    rows = wait_rows(project, "inference_log", 2)
+    assert set(rows["client"]) == {"env-1", "env-3"}
+    for secret in ("inv-key-123", "adm-key-789"):
+        assert not rows.apply(lambda r: secret in " ".join(map(str, r.values)), axis=1).any()

@@ -172,9 +172,9 @@ class Gateway:
         self.requests.add(row["request_id"])
         self.metrics.observe(full)
 
-    def _row(self, request_id: str, endpoint: str, key: ApiKey | None, request: Request,
+    def _row(self, request_id: str, endpoint: str, key: ApiKey | None, http: Request,
              **fields: Any) -> dict[str, Any]:
-        client = key.name if key else (request.client.host if request.client else "")
+        client = key.name if key else (http.client.host if http.client else "")
         return {"request_id": request_id, "endpoint": endpoint, "client": client, **fields}
 
     # -- proxied OpenAI endpoints -------------------------------------------

@@ -51,12 +51,19 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     if port:
         config.gateway.port = port
     load_keys(config.auth, settings.root)  # refuse to start staging/prod without keys
-    model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
-    engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log")
-    echo(f"starting the engine ({model}) ...")
-    engine.start()
-    echo(f"engine ready at {engine.url}")
-    gateway = build_gateway(settings, config, engine.url)
+    engine: Engine | None = None
+    if config.engine.url:
+        # An engine managed elsewhere: the gateway starts at once, /readyz tells when it is up.
+        engine_url = config.engine.url
+        echo(f"using the engine at {engine_url}")
+    else:
+        model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
+        engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log")
+        echo(f"starting the engine ({model}) ...")
+        engine.start()
+        engine_url = engine.url
+        echo(f"engine ready at {engine_url}")
+    gateway = build_gateway(settings, config, engine_url)
     server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
                                            port=config.gateway.port, log_level="warning",
                                            access_log=False, lifespan="off"))
@@ -70,5 +77,6 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         server.run()
     finally:
         gateway.wal.close()
-        engine.stop()
+        if engine is not None:
+            engine.stop()
         echo("stopped")

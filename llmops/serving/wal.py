@@ -59,18 +59,24 @@ class WriteAheadLog:
         self._thread: threading.Thread | None = None
         self.committed_rows = 0
         self.last_error: str | None = None
+        self._run_id = f"{time.time_ns():x}-{os.getpid()}"
+        self._current: dict[str, Path] = {}
+        self._closed: list[Path] = []
+        self._flush_lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------
     def _segment(self, table: str, seq: int) -> Path:
-        return self.folder / table / f"{seq:012d}.jsonl"
+        # The run id makes every segment name unique across restarts: a name is
+        # also the commit tag, and a new run must never reuse a committed one.
+        return self.folder / table / f"{seq:012d}-{self._run_id}.jsonl"
 
     def _open(self, table: str) -> None:
         (self.folder / table).mkdir(parents=True, exist_ok=True)
-        existing = sorted((self.folder / table).glob("*.jsonl"))
-        seq = max([int(p.stem) for p in existing] + [self._seq.get(table, 0)]) + 1
+        seq = self._seq.get(table, 0) + 1
         self._seq[table] = seq
-        self._fds[table] = os.open(self._segment(table, seq),
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._current[table] = self._segment(table, seq)
+        self._fds[table] = os.open(self._current[table], os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                   0o600)
 
     def append(self, table: str, row: dict[str, Any]) -> None:
         """Make ``row`` durable against a crash of this process (one ``write``)."""
@@ -85,10 +91,12 @@ class WriteAheadLog:
 
     # -- flushing --------------------------------------------------------
     def _rotate(self) -> None:
+        """Close the open segments; only closed segments are ever committed or deleted."""
         with self._lock:
             self._pending = 0
             for table in list(self._fds):
                 os.close(self._fds.pop(table))
+                self._closed.append(self._current.pop(table))
 
     def _committed_marks(self, table: str) -> set[str]:
         path = table_path(self.lakehouse, table)
@@ -103,49 +111,44 @@ class WriteAheadLog:
                 marks.add(str(mark))
         return marks
 
-    def _commit_closed(self, open_seqs: dict[str, int]) -> int:
-        """Commit every closed segment (those not open for writing), oldest first."""
+    def _commit_closed(self) -> int:
+        """Commit every closed segment, oldest first; a failure leaves the rest for next time."""
         rows_done = 0
-        for table in self.tables:
-            folder = self.folder / table
-            if not folder.is_dir():
-                continue
-            segments = sorted(p for p in folder.glob("*.jsonl")
-                              if int(p.stem) != open_seqs.get(table, -1))
-            if not segments:
-                continue
-            marks = self._committed_marks(table)
-            for seg in segments:
-                mark = f"{self.instance}/{table}/{seg.stem}"
-                if mark not in marks:
-                    rows = []
-                    for line in seg.read_bytes().splitlines():
-                        try:
-                            rows.append(_decode(line))
-                        except (ValueError, TypeError):
-                            continue  # a torn last line was never acknowledged
-                    if rows:
-                        append_rows(self.lakehouse, table, rows, commit_metadata={_MARK: mark})
-                        rows_done += len(rows)
-                    fault_point("wal_committed")
-                seg.unlink()
+        marks: dict[str, set[str]] = {}
+        for seg in sorted(self._closed, key=lambda p: (p.parent.name, p.name)):
+            table = seg.parent.name
+            if table not in marks:
+                marks[table] = self._committed_marks(table)
+            mark = f"{self.instance}/{table}/{seg.stem}"
+            if mark not in marks[table] and seg.exists():
+                rows = []
+                for line in seg.read_bytes().splitlines():
+                    try:
+                        rows.append(_decode(line))
+                    except (ValueError, TypeError):
+                        continue  # a torn last line was never acknowledged
+                if rows:
+                    append_rows(self.lakehouse, table, rows, commit_metadata={_MARK: mark})
+                    rows_done += len(rows)
+                fault_point("wal_committed")
+            seg.unlink(missing_ok=True)
+            self._closed.remove(seg)
         return rows_done
 
     def flush(self) -> int:
         """Rotate and commit everything written so far; returns the rows committed."""
-        self._rotate()
-        with self._lock:
-            open_seqs = {t: self._seq[t] for t in self._fds}
-        done = self._commit_closed(open_seqs)
-        self.committed_rows += done
-        return done
+        with self._flush_lock:
+            self._rotate()
+            done = self._commit_closed()
+            self.committed_rows += done
+            return done
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             try:
-                if self._pending:
+                if self._pending or self._closed:
                     self.flush()
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - keep serving; segments stay for next flush
@@ -154,7 +157,9 @@ class WriteAheadLog:
 
     def start(self) -> int:
         """Replay what a previous run left behind, then flush in the background."""
-        replayed = self._commit_closed({})
+        self._closed = sorted(p for t in self.tables for p in (self.folder / t).glob("*.jsonl"))
+        with self._flush_lock:
+            replayed = self._commit_closed()
         self.committed_rows += replayed
         self._thread = threading.Thread(target=self._run, name="wal-flush", daemon=True)
         self._thread.start()

@@ -48,11 +48,22 @@ def test_models_exports() -> None:
     }
 
 
+def test_serving_exports() -> None:
+    import llmops.serving
+
+    assert set(llmops.serving.__all__) == {
+        "AuthConfig", "EndpointConfig", "Engine", "EngineConfig", "Gateway", "GatewayConfig",
+        "WriteAheadLog", "build_gateway", "engine_command", "load_endpoint_config", "serve",
+    }
+
+
 def test_every_export_exists() -> None:
     import llmops.indexing
     import llmops.lakehouse
+    import llmops.serving
 
-    for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse):
+    for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse,
+                   llmops.serving):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 
@@ -60,8 +71,9 @@ def test_every_export_exists() -> None:
 def test_import_llmops_is_cheap() -> None:
     code = (
         "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
-        "import llmops.indexing, llmops.lakehouse\n"
-        "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers') if m in sys.modules]\n"
+        "import llmops.indexing, llmops.lakehouse, llmops.serving\n"
+        "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers', 'httpx')\n"
+        "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,11 +10,12 @@ __all__ = ["demo"]
 
 
 @click.command()
+@click.option("--skip-serving", is_flag=True, help="Stop before starting vLLM and the gateway.")
 @env_option
 @click.pass_context
-def demo(ctx: click.Context) -> None:
+def demo(ctx: click.Context, skip_serving: bool) -> None:
     """Run the main job end to end on embedded defaults."""
     from llmops.demo import run_demo
 
-    run_demo(settings_from(ctx), echo=click.echo)
+    run_demo(settings_from(ctx), echo=click.echo, with_serving=not skip_serving)
     click.echo("demo finished")

@@ -40,7 +40,8 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str) -
 
 
 def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
-          echo: Callable[[str], None] = print, endpoint_file: Path | None = None) -> None:
+          echo: Callable[[str], None] = print, endpoint_file: Path | None = None,
+          engine_port: int | None = None) -> None:
     """Run the engine and the gateway until SIGINT/SIGTERM."""
     import uvicorn
 
@@ -50,6 +51,8 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         config.gateway.host = host
     if port:
         config.gateway.port = port
+    if engine_port:
+        config.engine.port = engine_port
     load_keys(config.auth, settings.root)  # refuse to start staging/prod without keys
     engine: Engine | None = None
     if config.engine.url:

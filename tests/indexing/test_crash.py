@@ -73,7 +73,8 @@ def mutate(corpus: Path, rng: random.Random, round_no: int) -> None:
     files = sorted(corpus.glob("*.md"))
     for path in rng.sample(files, 4):  # every chunk of these changes
         text = doc_text(path.stem, revision=round_no)
-        path.write_text(text.replace("Sentence", f"Sentence r{round_no}").replace("Step", f"Step r{round_no}"))
+        text = text.replace("Sentence", f"Sentence r{round_no}")
+        path.write_text(text.replace("Step", f"Step r{round_no}"))
     for path in rng.sample(files, 2):
         path.unlink()
     for i in range(2):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -178,5 +178,7 @@ def test_metrics_and_health(gateway) -> None:
     c.chat.completions.create(model="base", max_tokens=3, messages=[{"role": "user", "content": "m"}])
     with urllib.request.urlopen(gateway.url + "/metrics") as resp:
         text = resp.read().decode()
-    assert 'llmops_requests_total{adapter="",endpoint="/v1/chat/completions",model="base",status="200"} 1.0' in text
+    expected = ('llmops_requests_total{adapter="",endpoint="/v1/chat/completions",model="base",'
+                'status="200"} 1.0')
+    assert expected in text
     assert "llmops_completion_tokens_bucket" in text

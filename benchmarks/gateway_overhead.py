@@ -110,7 +110,24 @@ def load(url: str, model: str, tokens: int, concurrency: int, requests: int, pro
     return {"req_s": len(results) / wall, "tok_s": out_tokens / wall,
             "ttft_p50": statistics.median(ttft) * 1000, "ttft_p99": pct(ttft, 0.99),
             "lat_p50": statistics.median(lat) * 1000, "lat_p99": pct(lat, 0.99),
-            "requests": len(results)}
+            "requests": len(results), "wall": wall, "tokens": out_tokens,
+            "_ttft": ttft, "_lat": lat}
+
+
+def pooled(runs: list[dict]) -> dict[str, float]:
+    """Several runs of one side as one: totals over total time, percentiles over all requests."""
+    ttft = sorted(x for r in runs for x in r["_ttft"])
+    lat = sorted(x for r in runs for x in r["_lat"])
+    wall = sum(r["wall"] for r in runs)
+
+    def pct(values: list[float], p: float) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
+    return {"req_s": sum(r["requests"] for r in runs) / wall,
+            "tok_s": sum(r["tokens"] for r in runs) / wall,
+            "ttft_p50": statistics.median(ttft) * 1000, "ttft_p99": pct(ttft, 0.99),
+            "lat_p50": statistics.median(lat) * 1000, "lat_p99": pct(lat, 0.99),
+            "requests": sum(r["requests"] for r in runs)}
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -133,6 +150,8 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=256, help="requests per side and concurrency")
     p.add_argument("--tokens", type=int, default=32, help="output tokens per request")
     p.add_argument("--client-procs", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds per concurrency; each runs both sides, alternating which goes first")
     p.add_argument("--workdir", default=None)
     p.add_argument("--engine-arg", action="append", default=[], help="extra vLLM argument")
     p.add_argument("--json-out", default=None, help="write the results as JSON here")
@@ -182,16 +201,19 @@ def main() -> int:
         load(gateway_url, model, 4, 4, 8, 1, "warm-gw")
         table = []
         sent_through_gateway = 8
-        for i, conc in enumerate(args.concurrency):
-            order = [("direct", engine_url), ("gateway", gateway_url)]
-            if i % 2:
-                order.reverse()
-            res = {}
-            for side, url in order:
-                res[side] = load(url, model, args.tokens, conc, args.requests, args.client_procs,
-                                 f"{side}-c{conc}")
-                if side == "gateway":
-                    sent_through_gateway += res[side]["requests"]
+        for conc in args.concurrency:
+            runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
+            for rnd in range(args.rounds):
+                order = [("direct", engine_url), ("gateway", gateway_url)]
+                if rnd % 2:
+                    order.reverse()
+                for side, url in order:
+                    r = load(url, model, args.tokens, conc, args.requests, args.client_procs,
+                             f"{side}-c{conc}-r{rnd}")
+                    runs[side].append(r)
+                    if side == "gateway":
+                        sent_through_gateway += r["requests"]
+            res = {side: pooled(rs) for side, rs in runs.items()}
             table.append((conc, res))
             print(f"concurrency {conc}: done", flush=True)
 

@@ -5,9 +5,11 @@ so the difference is what the pyfunc wrapper adds: input conversion, schema
 enforcement and output handling. Calls alternate between the two sides, so
 machine noise hits both alike. Two chains are measured:
 
-- ``echo``: the chain with LangChain's deterministic fake chat model, so the
-  wrapper's overhead is not buried in generation time;
-- ``tiny``: the application's ``chains/docs_qa.py`` on the offline tiny model.
+- ``echo``: the same chain builder with a one-variable prompt, no retrieval and
+  LangChain's deterministic fake chat model, so the wrapper's overhead is not
+  buried in retrieval and generation time;
+- ``tiny``: the application's ``chains/docs_qa.py`` (retrieval from the docs index, then
+  the offline tiny model).
 
 Usage: python benchmarks/chain_overhead.py [--calls N]
 """
@@ -30,7 +32,7 @@ import mlflow
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from llmops.chains import ChainModel, build_qa_chain, chain_config, chain_prompt, chain_versions
 
-CONFIG = {"prompt": "qa@production"}
+CONFIG = {"prompt": "echo@production"}
 config = chain_config(CONFIG)
 chat = FakeListChatModel(responses=["Promote it with llmops chains promote."])
 mlflow.models.set_model(ChainModel(build_qa_chain(chain_prompt(config), chat, chain_versions(config))))
@@ -83,6 +85,7 @@ def main() -> int:
 
     from llmops.chains import log_chain
     from llmops.config import load_settings
+    from llmops.indexing import update_index
     from llmops.prompts import set_alias, sync_prompts
 
     work = Path(tempfile.mkdtemp(prefix="chain-overhead-"))
@@ -91,6 +94,8 @@ def main() -> int:
             if (REPO / folder).is_dir():
                 shutil.copytree(REPO / folder, work / folder)
         (work / "chains" / "echo_qa.py").write_text(ECHO_CHAIN)
+        (work / "prompts" / "echo.yaml").write_text(
+            "variables: [question]\ntemplate:\n  - {role: user, content: 'Q: {{question}}'}\n")
         (work / "llmops.yaml").write_text(
             f"project: bench\nmodels_dir: {REPO / '.llmops' / 'models'}\n"
             "chat_model: {kind: local, model: tiny, max_tokens: 8}\n"
@@ -98,6 +103,8 @@ def main() -> int:
         settings = load_settings(root=work)
         sync_prompts(settings)
         set_alias("qa", "production", 1, settings)
+        set_alias("echo", "production", 1, settings)
+        update_index(settings, progress=False, record=False)
         results = {}
         for name, file in (("echo", "echo_qa.py"), ("tiny", "docs_qa.py")):
             logged = log_chain(work / "chains" / file, settings=settings)

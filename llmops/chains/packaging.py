@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from pydantic import BaseModel
 
 import llmops
 from llmops.chains.building import resolve_prompt, resolve_retriever
@@ -20,44 +20,51 @@ from llmops.lineage import content_hash, git_commit, git_is_dirty
 from llmops.refs import parse_ref
 from llmops.stores import connect
 
-__all__ = ["ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
+__all__ = ["ChainInput", "ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
 
 INPUT_EXAMPLE = [{"question": "How do I promote a chain to production?"}]
 
 
-with warnings.catch_warnings():
-    # MLflow warns, at class creation, that ``predict`` has no type hints: on purpose,
-    # since the logged signature and input example describe the schema.
-    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+class ChainInput(BaseModel):
+    """One request to a chain: the signature's input row."""
 
-    class ChainModel(mlflow.pyfunc.PythonModel):
-        """A LangChain Runnable served through pyfunc: one answer dict per input row."""
+    question: str
 
-        def __init__(self, chain: Any) -> None:
-            self.chain = chain
 
-        @staticmethod
-        def _rows(model_input: Any) -> list[dict[str, Any]]:
-            import pandas as pd
+class ChainModel(mlflow.pyfunc.PythonModel):
+    """A LangChain Runnable served through pyfunc: one answer dict per input row.
 
-            if isinstance(model_input, pd.DataFrame):
-                # Column-wise tolist() is several times faster than to_dict("records") on the
-                # one-row frames pyfunc hands over per request.
-                columns = [str(c) for c in model_input.columns]
-                values = zip(*(model_input[c].tolist() for c in model_input.columns), strict=True)
-                return [dict(zip(columns, row, strict=True)) for row in values]
-            if isinstance(model_input, dict):
-                return [model_input]
-            if isinstance(model_input, str):
-                return [{"question": model_input}]
-            return [dict(row) for row in model_input]
+    ``predict`` is typed: MLflow then derives the signature from the hints and
+    checks a list of dicts in ~50 us instead of building a DataFrame from it
+    (~1 ms). A DataFrame still works; MLflow hands it over as one.
+    """
 
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # No annotations: MLflow would read them as a schema; the signature is logged instead.
-            rows = self._rows(model_input)
-            if len(rows) == 1:
-                return [self.chain.invoke(rows[0])]
-            return self.chain.batch(rows)
+    def __init__(self, chain: Any) -> None:
+        self.chain = chain
+
+    @staticmethod
+    def _rows(model_input: Any) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        if isinstance(model_input, pd.DataFrame):
+            # Column-wise tolist() is several times faster than to_dict("records") on the
+            # one-row frames pyfunc hands over per request.
+            columns = [str(c) for c in model_input.columns]
+            values = zip(*(model_input[c].tolist() for c in model_input.columns), strict=True)
+            return [dict(zip(columns, row, strict=True)) for row in values]
+        if isinstance(model_input, (dict, BaseModel)):
+            model_input = [model_input]
+        elif isinstance(model_input, str):
+            return [{"question": model_input}]
+        return [row.model_dump() if isinstance(row, BaseModel) else dict(row) for row in model_input]
+
+    def predict(
+        self, model_input: list[ChainInput], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        rows = self._rows(model_input)
+        if len(rows) == 1:
+            return [self.chain.invoke(rows[0])]
+        return self.chain.batch(rows)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,6 @@ def log_chain(
     chat-model settings of the environment are written into the model config.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     settings = settings or load_settings()
     file = Path(path).resolve()
@@ -166,9 +172,6 @@ def log_chain(
     if retriever is not None:
         tags["llmops.index_version"] = retriever.index_version or ""
         tags["llmops.index_collection"] = retriever.collection or ""
-    output_example = [{"answer": "", "sources": [""], "prompt": "", "chat_model": "",
-                       **({"index_version": ""} if retriever else {})}]
-    signature = infer_signature(INPUT_EXAMPLE, output_example)
     with mlflow.start_run(run_name=f"log-{model_name}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params(
@@ -180,7 +183,7 @@ def log_chain(
                 name="chain",
                 python_model=str(file),
                 model_config=model_config,
-                signature=signature,
+                # the signature comes from ChainModel.predict's type hints
                 input_example=INPUT_EXAMPLE,
                 pip_requirements=_requirements(),
                 # The llmops code the chain file imports travels with the model, so

@@ -164,3 +164,27 @@ def test_missing_source_changes_nothing(index_settings, tmp_path: Path) -> None:
     with pytest.raises(IndexSourceError, match="does not exist"):
         update_index(index_settings, source=tmp_path / "nowhere", progress=False)
     assert snapshot(index_settings) == before
+
+
+def test_delta_table_source_end_to_end(index_settings, tmp_path: Path) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    table = tmp_path / "articles"
+    rows = {"id": ["a1", "a2", "a3"],
+            "text": [doc_text("prompts"), doc_text("chains"), doc_text("indexes")]}
+    write_deltalake(str(table), pa.table(rows))
+    first = update_index(index_settings, source=table, collection="articles", progress=False,
+                         record=False)
+    assert first.documents == 3 and first.added > 3
+    held = snapshot(index_settings, "articles")
+    assert {m["doc_id"] for _, m, _ in held.values()} == {"a1", "a2", "a3"}
+    rows["text"][1] = doc_text("chains", revision=5)
+    write_deltalake(str(table), pa.table({"id": rows["id"][:2], "text": rows["text"][:2]}),
+                    mode="overwrite")
+    second = update_index(index_settings, source=table, collection="articles", progress=False,
+                          record=False)
+    assert second.updated == 1 and second.added == 0
+    after = snapshot(index_settings, "articles")
+    assert {m["doc_id"] for _, m, _ in after.values()} == {"a1", "a2"}
+    assert second.deleted == 1 + sum(1 for _, m, _ in held.values() if m["doc_id"] == "a3")

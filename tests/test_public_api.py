@@ -57,6 +57,12 @@ def test_serving_exports() -> None:
     }
 
 
+def test_feedback_exports() -> None:
+    import llmops.feedback
+
+    assert set(llmops.feedback.__all__) == {"DatasetReport", "build_dataset", "redact_personal_data"}
+
+
 def test_every_export_exists() -> None:
     import llmops.indexing
     import llmops.lakehouse
@@ -71,7 +77,7 @@ def test_every_export_exists() -> None:
 def test_import_llmops_is_cheap() -> None:
     code = (
         "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
-        "import llmops.indexing, llmops.lakehouse, llmops.serving\n"
+        "import llmops.indexing, llmops.lakehouse, llmops.serving, llmops.feedback\n"
         "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers', 'httpx')\n"
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"

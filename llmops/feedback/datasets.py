@@ -1,0 +1,160 @@
+"""Datasets built from human feedback: the ``feedback`` table joined with ``inference_log``.
+
+- ``eval``: inputs with an expected answer (a correction, or an answer rated good),
+  each row keeping its lineage (request id, chain / prompt / model versions);
+- ``sft``: prompt/completion pairs (corrections, and answers rated good);
+- ``kto``: prompt/completion/label rows from ratings (KTO trains on unpaired labels).
+
+The latest feedback per request wins, identical pairs collapse to one row, and a
+redaction hook runs over every text before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from llmops.config import Settings, load_settings
+from llmops.errors import LlmopsError
+from llmops.lakehouse import read_table
+
+__all__ = ["DatasetReport", "build_dataset", "redact_personal_data"]
+
+Kind = Literal["eval", "sft", "kto"]
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+
+
+def redact_personal_data(text: str) -> str:
+    """The default redaction hook: e-mail addresses and phone numbers become placeholders."""
+    return _PHONE.sub("[PHONE]", _EMAIL.sub("[EMAIL]", text))
+
+
+@dataclass
+class DatasetReport:
+    kind: str
+    out: Path
+    rows: int
+    feedback_rows: int
+    requests: int
+    duplicates: int
+
+
+_LINEAGE = (
+    ("request_id", "request_id"), ("feedback_id", "feedback_id"), ("chain", "chain"),
+    ("chain_version", "chain_version"), ("prompt_name", "prompt"),
+    ("prompt_version", "prompt_version"), ("model", "model"), ("adapter", "adapter"),
+)
+
+
+def _plain(value: Any) -> Any:
+    """Missing values (pandas NaN / None) as None; everything else as is."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _good(rating: int) -> bool | None:
+    """Thumbs: 1 good, -1 bad. Scores: 4-5 good, 1-2 bad, 3 neither."""
+    if rating in (1, 4, 5):
+        return True
+    if rating in (-1, 2):
+        return False
+    return None
+
+
+def _question(request: str) -> tuple[str, list[dict[str, Any]] | None]:
+    """The input of a logged request: a chain's question, or a chat's last user message."""
+    try:
+        body = json.loads(request or "{}")
+    except ValueError:
+        return request or "", None
+    if isinstance(body.get("question"), str):
+        return body["question"], None
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        users = [m.get("content", "") for m in messages if isinstance(m, dict)
+                 and m.get("role") == "user" and isinstance(m.get("content"), str)]
+        return (users[-1] if users else ""), messages
+    return str(body.get("prompt", "")), None
+
+
+def build_dataset(
+    kind: Kind,
+    out: Path,
+    settings: Settings | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    chain: str | None = None,
+    model: str | None = None,
+    adapter: str | None = None,
+    redact: Callable[[str], str] | None = redact_personal_data,
+) -> DatasetReport:
+    """Write the ``kind`` dataset to ``out`` (JSON lines, replaced atomically)."""
+    if kind not in ("eval", "sft", "kto"):
+        raise LlmopsError(f"unknown dataset kind '{kind}': use eval, sft or kto")
+    settings = settings or load_settings()
+    feedback = read_table(settings.lakehouse, "feedback")
+    log = read_table(settings.lakehouse, "inference_log")
+    n_feedback = len(feedback)
+    if since is not None:
+        feedback = feedback[feedback["ts"] >= since]
+    if until is not None:
+        feedback = feedback[feedback["ts"] < until]
+    # the latest piece of feedback on a request wins
+    feedback = feedback.sort_values("ts").drop_duplicates("request_id", keep="last")
+    log = log[log["status"] == 200].drop_duplicates("request_id", keep="last")
+    for column, wanted in (("chain", chain), ("model", model), ("adapter", adapter)):
+        if wanted is not None:
+            log = log[log[column] == wanted]
+    joined = feedback.merge(log, on="request_id", suffixes=("_feedback", ""))
+    clean = redact or (lambda text: text)
+
+    rows: list[dict[str, Any]] = []
+    for rec in joined.sort_values("ts").to_dict("records"):
+        question, _ = _question(rec.get("request") or "")
+        answer = rec.get("response") or ""
+        correction = rec.get("correction") if isinstance(rec.get("correction"), str) else None
+        good = _good(int(rec["rating"]))
+        lineage = {key: _plain(rec.get(column)) for key, column in _LINEAGE}
+        if kind in ("eval", "sft"):
+            if correction:
+                target, origin = correction, "correction"
+            elif good:
+                target, origin = answer, "rated_good"
+            else:
+                continue
+            if kind == "eval":
+                rows.append({"question": clean(question), "expected": clean(target),
+                             "origin": origin, **lineage})
+            else:
+                rows.append({"prompt": clean(question), "completion": clean(target),
+                             "origin": origin, **lineage})
+        else:
+            if good is not None:
+                rows.append({"prompt": clean(question), "completion": clean(answer),
+                             "label": good, **lineage})
+            if correction:
+                rows.append({"prompt": clean(question), "completion": clean(correction),
+                             "label": True, **lineage})
+    # identical examples collapse to one (the latest)
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, row in enumerate(rows):
+        key = tuple(row[k] for k in ("question", "expected") if k in row) or tuple(
+            row[k] for k in ("prompt", "completion", "label") if k in row)
+        seen[key] = i
+    kept = [rows[i] for i in sorted(seen.values())]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for row in kept:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, out)
+    return DatasetReport(kind, out, len(kept), n_feedback, int(joined["request_id"].nunique()),
+                         len(rows) - len(kept))

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from llmops.errors import LlmopsError
+from llmops.feedback import build_dataset
+from llmops.lakehouse import append_rows
+from tests.conftest import run_cli
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def log_row(rid: str, question: str, answer: str, **kw) -> dict:
+    return {"request_id": rid, "ts": T0, "env": "dev", "endpoint": "/v1/chains/docs-qa/invoke",
+            "model": "base", "chain": "docs-qa", "chain_version": "2", "prompt": "qa",
+            "prompt_version": "1", "request": json.dumps({"question": question}),
+            "response": answer, "status": 200, "latency_ms": 12.0, **kw}
+
+
+def fb(fid: str, rid: str, rating: int, minutes: int, correction: str | None = None) -> dict:
+    return {"feedback_id": fid, "request_id": rid, "ts": T0 + timedelta(minutes=minutes),
+            "rating": rating, "correction": correction, "source": "api", "user": "u"}
+
+
+@pytest.fixture
+def logs(settings):
+    lake = settings.lakehouse
+    append_rows(lake, "inference_log", [
+        log_row("r1", "How do I promote a chain?", "Use the CLI."),
+        log_row("r2", "What is an alias?", "A pointer to a version."),
+        log_row("r3", "Who wrote this? mail me at ada@example.com", "Nobody."),
+        log_row("r4", "What is an index version?", "A hash.", chain="other", model="lora-v1",
+                adapter="lora-v1"),
+        log_row("r5", "What is an alias?", "A pointer to a version."),  # same pair as r2
+        log_row("r6", "Broken?", "oops", status=503),
+        {**log_row("r7", "", ""), "endpoint": "/v1/chat/completions", "chain": None,
+         "request": json.dumps({"model": "base", "messages": [
+             {"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "Call +1 415 555 0100 about llmops"}]}),
+         "response": "Sure."},
+    ])
+    append_rows(lake, "feedback", [
+        fb("f1", "r1", 1, 1),                                            # good, then ...
+        fb("f2", "r1", -1, 5, correction="Run llmops chains promote."),  # ... the latest wins
+        fb("f3", "r2", 5, 2),
+        fb("f4", "r3", -1, 3, correction="The llmops team; write to ada@example.com"),
+        fb("f5", "r4", 1, 4),
+        fb("f6", "r5", 1, 6),
+        fb("f7", "r6", 1, 7),                                            # a failed request
+        fb("f8", "r7", 3, 8),                                            # a neutral score
+        fb("f9", "r7", -1, 9),
+    ])
+    return settings
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_dataset(logs, tmp_path: Path) -> None:
+    report = build_dataset("eval", tmp_path / "eval.jsonl", logs)
+    rows = read(tmp_path / "eval.jsonl")
+    by_q = {r["question"]: r for r in rows}
+    assert by_q["How do I promote a chain?"]["expected"] == "Run llmops chains promote."
+    assert by_q["How do I promote a chain?"]["origin"] == "correction"
+    assert by_q["What is an alias?"]["expected"] == "A pointer to a version."
+    assert by_q["What is an index version?"]["origin"] == "rated_good"
+    # r2 and r5 are the same example: one row; r6 failed; r7's latest rating is bad, no correction
+    assert len(rows) == 4 and report.duplicates == 1
+    first = by_q["How do I promote a chain?"]
+    assert (first["request_id"], first["chain"], first["chain_version"], first["prompt_name"],
+            first["prompt_version"], first["model"], first["adapter"]) == (
+        "r1", "docs-qa", "2", "qa", "1", "base", None)
+
+
+def test_redaction_runs_before_writing(logs, tmp_path: Path) -> None:
+    build_dataset("sft", tmp_path / "sft.jsonl", logs)
+    text = (tmp_path / "sft.jsonl").read_text()
+    assert "ada@example.com" not in text and "[EMAIL]" in text
+    build_dataset("kto", tmp_path / "kto.jsonl", logs)
+    kto = (tmp_path / "kto.jsonl").read_text()
+    assert "415 555 0100" not in kto and "[PHONE]" in kto
+    build_dataset("sft", tmp_path / "raw.jsonl", logs, redact=None)
+    assert "ada@example.com" in (tmp_path / "raw.jsonl").read_text()
+
+
+def test_sft_and_kto(logs, tmp_path: Path) -> None:
+    build_dataset("sft", tmp_path / "sft.jsonl", logs)
+    sft = {(r["prompt"], r["completion"]) for r in read(tmp_path / "sft.jsonl")}
+    assert ("How do I promote a chain?", "Run llmops chains promote.") in sft
+    assert ("What is an alias?", "A pointer to a version.") in sft
+    build_dataset("kto", tmp_path / "kto.jsonl", logs)
+    kto = read(tmp_path / "kto.jsonl")
+    labels = {(r["prompt"], r["completion"]): r["label"] for r in kto}
+    assert labels[("How do I promote a chain?", "Use the CLI.")] is False
+    assert labels[("How do I promote a chain?", "Run llmops chains promote.")] is True
+    assert labels[("Call [PHONE] about llmops", "Sure.")] is False  # the chat's last user message
+    assert labels[("What is an alias?", "A pointer to a version.")] is True
+
+
+def test_filters(logs, tmp_path: Path) -> None:
+    build_dataset("eval", tmp_path / "a.jsonl", logs, adapter="lora-v1")
+    assert [r["request_id"] for r in read(tmp_path / "a.jsonl")] == ["r4"]
+    build_dataset("eval", tmp_path / "c.jsonl", logs, chain="docs-qa",
+                  since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=6))
+    # r1's latest feedback in the window (minute 5) counts; r4 is another chain
+    assert {r["request_id"] for r in read(tmp_path / "c.jsonl")} == {"r1", "r2", "r3"}
+    with pytest.raises(LlmopsError, match="unknown dataset kind"):
+        build_dataset("dpo", tmp_path / "x.jsonl", logs)  # type: ignore[arg-type]
+
+
+def test_cli(logs, project: Path) -> None:
+    out = run_cli("feedback", "dataset", "--kind", "eval", "--out", "data/eval.jsonl",
+                  "--chain", "docs-qa", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert "wrote 3 eval rows" in out.stdout
+    assert len(read(project / "data" / "eval.jsonl")) == 3
+    bad = run_cli("feedback", "dataset", "--kind", "eval", "--out", "x", "--since", "yesterday",
+                  cwd=project)
+    assert bad.returncode == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmops.config import Settings
-from llmops.errors import IndexingError
+from llmops.errors import IndexingError, StoreUnavailableError
 from llmops.indexing.store import index_version, indexed_chunks, open_collection
 
 __all__ = ["current_index_version"]
@@ -13,11 +13,9 @@ def current_index_version(settings: Settings, collection: str) -> tuple[str, int
     """``(index version, chunk count)`` of the collection; an error if it is missing or empty."""
     try:
         coll = open_collection(settings, collection, create=False)
-    except IndexingError:
+    except (IndexingError, StoreUnavailableError):
         raise
     except Exception as exc:  # noqa: BLE001 - chromadb's NotFoundError varies by version
-        if exc.__class__.__name__ == "StoreUnavailableError":
-            raise
         raise IndexingError(
             f"collection '{collection}' does not exist in environment '{settings.env}': "
             "run 'llmops index update' first"

@@ -7,7 +7,6 @@ upstream vLLM on GPUs; GPU settings are passed through only when set.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -129,13 +128,3 @@ class Engine:
                 pass
         finally:
             self.proc = None
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("vllm") is not None or _has_module("vllm")
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None

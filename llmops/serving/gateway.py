@@ -59,8 +59,8 @@ class Gateway:
     """The ASGI app (``gateway.app``) and everything it holds."""
 
     def __init__(self, config: EndpointConfig, env: str, engine_url: str, keys: KeyRing,
-                 wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
-                 engine_ready: Any = None) -> None:
+                 wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None
+                 ) -> None:
         self.cfg = config.gateway
         self.env = env
         self.base_model = config.engine.served_model_name
@@ -70,7 +70,6 @@ class Gateway:
         self.requests = requests
         self.chains = chains
         self.metrics = GatewayMetrics()
-        self._engine_ready = engine_ready
         self._models: set[str] = set()
         self._models_at = 0.0
         self._session: aiohttp.ClientSession | None = None
@@ -418,8 +417,8 @@ class Gateway:
             "source": payload.get("source") or "api",
             "user": payload.get("user") or (key.name if key else None),
         })
-        self.metrics.feedback.labels(kind="thumbs_up" if rating == 1 and "score" not in payload
-                                     else "thumbs_down" if rating == -1 else "score").inc()
+        kind = {1: "thumbs_up", -1: "thumbs_down"}.get(rating, "score")
+        self.metrics.feedback.labels(kind=kind).inc()
         return JSONResponse({"feedback_id": feedback_id, "request_id": target},
                             headers={"X-Request-Id": rid})
 

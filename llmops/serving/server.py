@@ -31,10 +31,8 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str) -
                         batch_size=config.gateway.log_batch_size)
     wal.start()
     connect(settings)
-    chains = ChainServer(settings, engine_url.rstrip("/") + "/v1"
-                         if not engine_url.rstrip("/").endswith("/v1") else engine_url,
-                         config.engine.served_model_name)
     root_url = engine_url.rstrip("/").removesuffix("/v1")
+    chains = ChainServer(settings, root_url + "/v1", config.engine.served_model_name)
     return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
                    chains)
 

@@ -172,10 +172,6 @@ class WriteAheadLog:
             self._thread.join(timeout=30)
         self.flush()
 
-    def pending_bytes(self) -> int:
-        """Bytes waiting in segment files (bounded by one flush interval of traffic)."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*.jsonl") if p.exists())
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -27,7 +27,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmops demo
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (Playwright uses it; it downloads no browser).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

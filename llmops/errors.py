@@ -18,6 +18,11 @@ and says what to do next. The tree::
     ├── ChatModelError           the chat model cannot be built or called
     ├── IndexingError            the vector-database update job cannot run
     │   └── IndexSourceError     the document source is missing or malformed
+    ├── EvaluationError          an evaluation run, the gate or monitoring cannot run
+    │   └── EvalDatasetError     an evaluation dataset is missing or malformed
+    ├── FinetuneError            a fine-tuning job cannot run
+    │   ├── FinetuneDataError    its training data is empty or malformed
+    │   └── OutOfMemoryError     the accelerator ran out of memory while training
     └── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
 
 The CLI prints ``error: <message>`` on one line and exits with status 1 for
@@ -31,11 +36,16 @@ __all__ = [
     "ChainFileError",
     "ChatModelError",
     "ConfigError",
+    "EvalDatasetError",
+    "EvaluationError",
+    "FinetuneDataError",
+    "FinetuneError",
     "IndexSourceError",
     "IndexingError",
     "LlmopsError",
     "MissingExtraError",
     "ModelNotFoundError",
+    "OutOfMemoryError",
     "PromptError",
     "PromptFileError",
     "PromptNotFoundError",
@@ -106,6 +116,26 @@ class IndexingError(LlmopsError):
 
 class IndexSourceError(IndexingError):
     """The document source is missing or malformed."""
+
+
+class EvaluationError(LlmopsError):
+    """An evaluation run, the promotion gate or a monitoring run cannot run."""
+
+
+class EvalDatasetError(EvaluationError):
+    """An evaluation dataset is missing, empty or malformed."""
+
+
+class FinetuneError(LlmopsError):
+    """A fine-tuning job cannot run (bad config, base model, or training failure)."""
+
+
+class FinetuneDataError(FinetuneError):
+    """The training data is empty, or lacks the columns its method needs."""
+
+
+class OutOfMemoryError(FinetuneError):
+    """The accelerator ran out of memory while training."""
 
 
 class BadReferenceError(LlmopsError, ValueError):

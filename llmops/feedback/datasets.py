@@ -3,7 +3,7 @@
 - ``eval``: inputs with an expected answer (a correction, or an answer rated good),
   each row keeping its lineage (request id, chain / prompt / model versions);
 - ``sft``: prompt/completion pairs (corrections, and answers rated good);
-- ``kto``: prompt/completion/label rows from ratings (KTO trains on unpaired labels).
+- ``kto``: prompt/completion/label rows from thumbs and scores (KTO trains on unpaired labels).
 
 The latest feedback per request wins, identical pairs collapse to one row, and a
 redaction hook runs over every text before anything is written.
@@ -59,12 +59,13 @@ def _plain(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and value != value) else value
 
 
-def _good(rating: int) -> bool | None:
-    """Thumbs: 1 good, -1 bad. Scores: 4-5 good, 1-2 bad, 3 neither."""
-    if rating in (1, 4, 5):
-        return True
-    if rating in (-1, 2):
-        return False
+def _good(rating: Any, score: Any) -> bool | None:
+    """Thumbs (``rating`` 1 / -1) decide; without them a 1-5 ``score`` of 4-5 is good, 1-2 bad."""
+    rating, score = _plain(rating), _plain(score)
+    if rating is not None:
+        return int(rating) > 0
+    if score is not None:
+        return True if score >= 4 else False if score <= 2 else None
     return None
 
 
@@ -120,7 +121,7 @@ def build_dataset(
         question, _ = _question(rec.get("request") or "")
         answer = rec.get("response") or ""
         correction = rec.get("correction") if isinstance(rec.get("correction"), str) else None
-        good = _good(int(rec["rating"]))
+        good = _good(rec.get("rating"), rec.get("score"))
         lineage = {key: _plain(rec.get(column)) for key, column in _LINEAGE}
         if kind in ("eval", "sft"):
             if correction:

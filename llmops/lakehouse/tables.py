@@ -22,7 +22,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "feedback": {
         "feedback_id": "string", "request_id": "string", "ts": "timestamp", "rating": "int32",
-        "correction": "string", "comment": "string", "source": "string", "user": "string",
+        "score": "int32", "correction": "string", "comment": "string", "source": "string", "user": "string",
     },
     "eval_results": {
         "run_id": "string", "ts": "timestamp", "model_uri": "string", "dataset": "string",

@@ -66,7 +66,9 @@ def append_rows(
     path = table_path(lakehouse, table)
     path.parent.mkdir(parents=True, exist_ok=True)
     props = CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None
-    write_deltalake(str(path), data, mode="append", commit_properties=props)
+    # "merge": a table written before a column was added gains it (older rows read null)
+    write_deltalake(str(path), data, mode="append", schema_mode="merge",
+                    commit_properties=props)
     return len(rows)
 
 

@@ -399,13 +399,19 @@ class Gateway:
             target = payload.get("request_id")
             if not isinstance(target, str) or not target:
                 raise HTTPError(400, "'request_id' must be a string")
-            rating = payload.get("rating")
-            if not isinstance(rating, int) or isinstance(rating, bool) or rating not in (
-                    -1, 1, 2, 3, 4, 5):
-                raise HTTPError(400, "'rating' must be -1 or 1 (thumbs) or 1-5 (a score)")
+            rating, score = payload.get("rating"), payload.get("score")
+            if rating is not None and (isinstance(rating, bool) or rating not in (-1, 1)):
+                raise HTTPError(400, "'rating' must be -1 (thumbs down) or 1 (thumbs up)")
+            if score is not None and (isinstance(score, bool) or not isinstance(score, int)
+                                      or not 1 <= score <= 5):
+                raise HTTPError(400, "'score' must be an integer from 1 to 5")
             for field in ("correction", "comment", "user", "source"):
                 if payload.get(field) is not None and not isinstance(payload[field], str):
                     raise HTTPError(400, f"'{field}' must be a string")
+            if rating is None and score is None and not any(
+                    (payload.get(f) or "").strip() for f in ("correction", "comment")):
+                raise HTTPError(400, "feedback needs a 'rating', a 'score', a 'correction' "
+                                     "or a 'comment'")
             if not self.requests.contains(target):
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
         except HTTPError as err:
@@ -413,11 +419,11 @@ class Gateway:
         feedback_id = uuid.uuid4().hex
         self.wal.append("feedback", {
             "feedback_id": feedback_id, "request_id": target, "ts": utcnow(), "rating": rating,
-            "correction": payload.get("correction"), "comment": payload.get("comment"),
+            "score": score, "correction": payload.get("correction"), "comment": payload.get("comment"),
             "source": payload.get("source") or "api",
             "user": payload.get("user") or (key.name if key else None),
         })
-        kind = {1: "thumbs_up", -1: "thumbs_down"}.get(rating, "score")
+        kind = {1: "thumbs_up", -1: "thumbs_down"}.get(rating, "score" if score else "text")
         self.metrics.feedback.labels(kind=kind).inc()
         return JSONResponse({"feedback_id": feedback_id, "request_id": target},
                             headers={"X-Request-Id": rid})

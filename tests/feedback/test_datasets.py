@@ -21,9 +21,11 @@ def log_row(rid: str, question: str, answer: str, **kw) -> dict:
             "response": answer, "status": 200, "latency_ms": 12.0, **kw}
 
 
-def fb(fid: str, rid: str, rating: int, minutes: int, correction: str | None = None) -> dict:
+def fb(fid: str, rid: str, rating: int | None, minutes: int, correction: str | None = None,
+       score: int | None = None) -> dict:
     return {"feedback_id": fid, "request_id": rid, "ts": T0 + timedelta(minutes=minutes),
-            "rating": rating, "correction": correction, "source": "api", "user": "u"}
+            "rating": rating, "score": score, "correction": correction, "source": "api",
+            "user": "u"}
 
 
 @pytest.fixture
@@ -46,12 +48,12 @@ def logs(settings):
     append_rows(lake, "feedback", [
         fb("f1", "r1", 1, 1),                                            # good, then ...
         fb("f2", "r1", -1, 5, correction="Run llmops chains promote."),  # ... the latest wins
-        fb("f3", "r2", 5, 2),
+        fb("f3", "r2", None, 2, score=5),                                # a good score
         fb("f4", "r3", -1, 3, correction="The llmops team; write to ada@example.com"),
         fb("f5", "r4", 1, 4),
         fb("f6", "r5", 1, 6),
         fb("f7", "r6", 1, 7),                                            # a failed request
-        fb("f8", "r7", 3, 8),                                            # a neutral score
+        fb("f8", "r7", None, 8, score=3),                                # a neutral score
         fb("f9", "r7", -1, 9),
     ])
     return settings

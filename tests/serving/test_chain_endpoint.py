@@ -35,7 +35,7 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     assert staging.status_code == 200
     assert h.post("/v1/chains/docs-qa/invoke",
                   json={"question": "Hi", "alias": "nowhere"}).status_code == 404
-    fb = h.post("/v1/feedback", json={"request_id": "chain-1", "rating": 5})
+    fb = h.post("/v1/feedback", json={"request_id": "chain-1", "score": 5})
     assert fb.status_code == 200
     rows = wait_rows(project, "inference_log", 3)
     row = rows[rows["request_id"] == "chain-1"].iloc[0]

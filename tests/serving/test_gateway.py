@@ -99,13 +99,17 @@ def test_feedback_round_trip(gateway, project: Path) -> None:
     ok = h.post("/v1/feedback", json={"request_id": rid, "rating": -1, "correction": "Better.",
                                       "comment": "too short", "user": "ada"})
     assert ok.status_code == 200 and ok.json()["request_id"] == rid
-    assert h.post("/v1/feedback", json={"request_id": rid, "rating": 4}).status_code == 200
+    assert h.post("/v1/feedback", json={"request_id": rid, "score": 4}).status_code == 200
     assert h.post("/v1/feedback", json={"request_id": "nope", "rating": 1}).status_code == 404
     assert h.post("/v1/feedback", json={"request_id": rid, "rating": 7}).status_code == 400
     assert h.post("/v1/feedback", json={"request_id": rid, "rating": "1"}).status_code == 400
+    assert h.post("/v1/feedback", json={"request_id": rid, "rating": 4}).status_code == 400
+    assert h.post("/v1/feedback", json={"request_id": rid, "score": 6}).status_code == 400
+    assert h.post("/v1/feedback", json={"request_id": rid}).status_code == 400  # says nothing
     fb = wait_rows(project, "feedback", 2)
     assert len(fb) == 2 and set(fb["request_id"]) == {rid}
     first = fb[fb["rating"] == -1].iloc[0]
+    assert fb[fb["rating"].isna()].iloc[0]["score"] == 4
     assert (first["correction"], first["comment"], first["user"], first["source"]) == (
         "Better.", "too short", "ada", "api")
     logged = read_rows(project, "inference_log")

@@ -15,7 +15,7 @@ from llmops.chains.chat_models import LocalChatModel, build_chat_model
 from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.chains.packaging import ChainModel, LoggedChain, log_chain
 from llmops.chains.qa import build_qa_chain, format_context
-from llmops.chains.registry import invoke, load, model_version, promote
+from llmops.chains.registry import invoke, load, load_at_endpoint, model_version, promote
 
 __all__ = [
     "ChainConfig",
@@ -33,6 +33,7 @@ __all__ = [
     "format_context",
     "invoke",
     "load",
+    "load_at_endpoint",
     "log_chain",
     "model_version",
     "promote",

@@ -12,7 +12,7 @@ from llmops.errors import ModelNotFoundError
 from llmops.refs import parse_ref
 from llmops.stores import connect
 
-__all__ = ["invoke", "load", "model_version", "promote"]
+__all__ = ["invoke", "load", "load_at_endpoint", "model_version", "promote"]
 
 
 def model_version(ref: str, settings: Settings | None = None) -> Any:
@@ -47,6 +47,35 @@ def load(ref: str, settings: Settings | None = None) -> Any:
 
     version = model_version(ref, settings)
     return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+
+
+def load_at_endpoint(
+    version: Any, base_url: str, served_model: str = "base", max_tokens: int | None = None,
+    api_key_env: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Load a registered chain version with its chat model pointed at an OpenAI-compatible endpoint.
+
+    The endpoint is the gateway or the engine (``base_url`` ends in ``/v1``). A chain
+    whose chat-model settings name an adapter calls that adapter's served name.
+    Returns the pyfunc model and the chain's logged config.
+    """
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}")
+    # a models-from-code config lives in the pyfunc flavor's "config"
+    logged = dict(Model.load(local).flavors.get("python_function", {}).get("config") or {})
+    chat = dict(logged.get("chat_model") or {})
+    override = {
+        "kind": "openai", "model": chat.get("adapter") or served_model, "base_url": base_url,
+        "api_key_env": api_key_env or chat.get("api_key_env", "OPENAI_API_KEY"),
+        "temperature": chat.get("temperature", 0.0),
+        "max_tokens": max_tokens or chat.get("max_tokens", 64),
+        "timeout_s": chat.get("timeout_s", 60.0),
+    }
+    model = mlflow.pyfunc.load_model(local, model_config={"chat_model": override,
+                                                          "model_path": None})
+    return model, {**logged, "served_chat_model": override["model"]}
 
 
 def invoke(ref: str, question: str, settings: Settings | None = None) -> dict[str, Any]:

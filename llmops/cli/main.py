@@ -53,12 +53,15 @@ def cli(ctx: click.Context, env: str | None) -> None:
 
 
 def _register() -> None:
-    from llmops.cli import chains, demo, feedback, index, models, prompts, serve
+    from llmops.cli import chains, demo, feedback, index, models, monitor, prompts, serve
+    from llmops.cli import eval as eval_cli
 
     cli.add_command(prompts.prompts)
     cli.add_command(chains.chains)
     cli.add_command(index.index)
     cli.add_command(feedback.feedback)
+    cli.add_command(eval_cli.eval_group)
+    cli.add_command(monitor.monitor)
     cli.add_command(models.models)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)

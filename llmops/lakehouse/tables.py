@@ -28,6 +28,13 @@ TABLES: dict[str, dict[str, str]] = {
         "run_id": "string", "ts": "timestamp", "model_uri": "string", "dataset": "string",
         "metric": "string", "value": "float64",
     },
+    "monitoring": {
+        "run_id": "string", "ts": "timestamp", "window_start": "timestamp",
+        "window_end": "timestamp", "group": "string", "requests": "int64", "errors": "int64",
+        "error_rate": "float64", "latency_p50_ms": "float64", "latency_p95_ms": "float64",
+        "thumbs_up_rate": "float64", "mean_score": "float64", "feedback_coverage": "float64",
+        "breaches": "string", "status": "string",
+    },
     "index_runs": {
         "run_id": "string", "ts": "timestamp", "source": "string", "collection": "string",
         "added": "int64", "updated": "int64", "deleted": "int64", "unchanged": "int64",

@@ -35,43 +35,24 @@ class ChainServer:
         self._cache: dict[tuple[str, str], ServedChain] = {}
         self._lock = threading.Lock()
 
-    def _chat_override(self, logged: dict[str, Any]) -> dict[str, Any]:
-        chat = dict(logged.get("chat_model") or {})
-        adapter = chat.get("adapter")
-        model = adapter or self.served_model
-        return {
-            "kind": "openai", "model": model, "base_url": self.engine_url,
-            "api_key_env": chat.get("api_key_env", "OPENAI_API_KEY"),
-            "temperature": chat.get("temperature", 0.0),
-            "max_tokens": self.max_tokens or chat.get("max_tokens", 64),
-            "timeout_s": chat.get("timeout_s", 60.0),
-        }
-
     def get(self, name: str, alias: str) -> ServedChain:
         """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
-        import mlflow.pyfunc
-        from mlflow.models import Model
-
-        from llmops.chains.registry import model_version
+        from llmops.chains.registry import load_at_endpoint, model_version
 
         version = model_version(f"{name}@{alias}", self.settings)
         key = (name, str(version.version))
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-            uri = f"models:/{name}/{version.version}"
-            local = mlflow.artifacts.download_artifacts(uri)
-            # a models-from-code config lives in the pyfunc flavor's "config"
-            logged = dict(Model.load(local).flavors.get("python_function", {}).get("config") or {})
-            override = {"chat_model": self._chat_override(logged), "model_path": None}
-            model = mlflow.pyfunc.load_model(local, model_config=override)
+            model, logged = load_at_endpoint(version, self.engine_url, self.served_model,
+                                             self.max_tokens)
             tags = version.tags or {}
             prompt_ref = tags.get("llmops.prompt", "/")
             served = ServedChain(
                 name=name, version=str(version.version), model=model,
                 prompt=prompt_ref.split("/")[0], prompt_version=prompt_ref.split("/")[-1],
                 index_version=tags.get("llmops.index_version", ""),
-                chat_model=override["chat_model"]["model"],
+                chat_model=logged["served_chat_model"],
                 adapter=(logged.get("chat_model") or {}).get("adapter"),
             )
             self._cache[key] = served

@@ -10,6 +10,8 @@ import mlflow
 import nbformat
 from nbclient import NotebookClient
 
+from llmops.lakehouse import read_table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,23 @@ def test_prompt_tracking_notebook(project: Path, settings) -> None:
     assert comparison.data.params["prompts"] == "qa/1, qa-draft/draft"
     html = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
     assert any("latency_ms" in o["data"]["text/html"] for o in html)
+
+
+def test_feedback_notebook(project: Path, settings) -> None:
+    shutil.copytree(REPO / "notebooks", project / "notebooks")
+    nb = execute("feedback.ipynb", project / "notebooks")
+    summary = ast.literal_eval(last_result(nb))
+    assert summary["state"] == "recorded"
+    assert (summary["source"], summary["rating"], summary["score"]) == ("notebook", -1, 2)
+    assert summary["correction"].startswith("Run llmops chains promote")
+    assert summary["prompt"] == "qa/1"
+    assert summary["sft_rows"] == 1
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    run = mlflow.get_run(summary["run"])
+    assert run.data.params["prompt_version"] == "1"
+    assert run.data.metrics["feedback_rating"] == -1
+    feedback = read_table(settings.lakehouse, "feedback")  # the project's own lakehouse
+    assert list(feedback["source"]) == ["notebook"]
+    shown = [o for c in nb.cells for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert shown, "the widget is displayed under the answer"

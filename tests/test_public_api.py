@@ -60,7 +60,10 @@ def test_serving_exports() -> None:
 def test_feedback_exports() -> None:
     import llmops.feedback
 
-    assert set(llmops.feedback.__all__) == {"DatasetReport", "build_dataset", "redact_personal_data"}
+    assert set(llmops.feedback.__all__) == {
+        "DatasetReport", "FeedbackWidget", "NotebookAnswer", "build_dataset", "feedback_widget",
+        "record_feedback", "redact_personal_data",
+    }
 
 
 def test_every_export_exists() -> None:

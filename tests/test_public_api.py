@@ -24,8 +24,8 @@ def test_chains_exports() -> None:
         "ChainConfig", "ChainModel", "LocalChatModel", "LoggedChain", "ResolvedPrompt",
         "RetrieverConfig", "build_chat_model", "build_qa_chain", "chain_chat_model",
         "chain_config", "chain_prompt", "chain_retriever", "chain_versions", "format_context",
-        "invoke", "load", "log_chain", "model_version", "promote", "resolve_prompt",
-        "resolve_retriever",
+        "invoke", "load", "load_at_endpoint", "log_chain", "model_version", "promote",
+        "resolve_prompt", "resolve_retriever",
     }
 
 
@@ -39,7 +39,8 @@ def test_indexing_and_lakehouse_exports() -> None:
     assert set(llmops.lakehouse.__all__) == {
         "TABLES", "append_rows", "read_table", "schema", "table_path",
     }
-    assert set(llmops.lakehouse.TABLES) == {"inference_log", "feedback", "eval_results", "index_runs"}
+    assert set(llmops.lakehouse.TABLES) == {
+        "inference_log", "feedback", "eval_results", "index_runs", "monitoring"}
 
 
 def test_models_exports() -> None:
@@ -66,13 +67,27 @@ def test_feedback_exports() -> None:
     }
 
 
+def test_evals_exports() -> None:
+    import llmops.evals
+
+    assert set(llmops.evals.__all__) == {
+        "EvalDataset", "EvalReport", "GateConfig", "GateResult", "MetricRule", "MonitorConfig",
+        "MonitorReport", "check_compliance", "compare_reports", "default_scorers",
+        "evaluate_chain", "exact_match_score", "judge_scorer", "load_eval_dataset",
+        "load_gate_config", "load_monitor_config", "normalize_answer", "run_gate", "run_monitor",
+        "token_f1",
+    }
+
+
 def test_every_export_exists() -> None:
+    import llmops.evals
+    import llmops.feedback
     import llmops.indexing
     import llmops.lakehouse
     import llmops.serving
 
     for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse,
-                   llmops.serving):
+                   llmops.serving, llmops.feedback, llmops.evals):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 
@@ -80,7 +95,7 @@ def test_every_export_exists() -> None:
 def test_import_llmops_is_cheap() -> None:
     code = (
         "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
-        "import llmops.indexing, llmops.lakehouse, llmops.serving, llmops.feedback\n"
+        "import llmops.indexing, llmops.lakehouse, llmops.serving, llmops.feedback, llmops.evals\n"
         "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers', 'httpx')\n"
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"

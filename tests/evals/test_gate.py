@@ -1,0 +1,96 @@
+"""The promotion gate's pass and fail paths, on a real MLflow registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from llmops.chains import log_chain, model_version, promote
+from llmops.evals import GateConfig, MetricRule, run_gate
+from llmops.lakehouse import read_table
+from llmops.prompts import set_alias, sync_prompts
+from tests.conftest import run_cli
+from tests.evals.test_runs import answers_dataset, staged  # noqa: F401 - a fixture
+
+
+def gate_config(dataset: Path) -> GateConfig:
+    return GateConfig(datasets=[str(dataset)], concurrency=2, metrics={
+        "token_f1": MetricRule(threshold=0.5), "latency_ms": MetricRule(
+            higher_is_better=False, tolerance=100.0)})
+
+
+def outcome(settings, version: int) -> tuple[str, dict[str, str]]:
+    tags = MlflowClient().get_model_version("docs-qa", str(version)).tags
+    return tags["llmops.gate.status"], tags
+
+
+def test_first_candidate_passes_on_fixed_thresholds(staged, project: Path) -> None:  # noqa: F811
+    data = answers_dataset(project / "answers.jsonl", "docs-qa@staging", staged)
+    result = run_gate("docs-qa", staged, gate_config(data))
+    assert result.passed and result.baseline is None, result.reasons
+    assert str(model_version("docs-qa@production", staged).version) == "1"
+    assert outcome(staged, 1)[0] == "passed"
+    gate_rows = read_table(staged.lakehouse, "eval_results")
+    passed = gate_rows[gate_rows["metric"] == "gate_passed"]
+    assert list(passed["value"]) == [1.0] and list(passed["model_uri"]) == ["models:/docs-qa/1"]
+
+
+def test_worse_candidate_is_rejected_and_an_equal_one_promoted(staged, project: Path) -> None:  # noqa: F811
+    promote("docs-qa", "production", 1, settings=staged)
+    data = answers_dataset(project / "answers.jsonl", "docs-qa@production", staged)
+    # a prompt version that cuts answers to two tokens: token F1 falls
+    qa = project / "prompts" / "qa.yaml"
+    original = qa.read_text()
+    qa.write_text(original.replace("max_tokens: 64", "max_tokens: 2"))
+    sync_prompts(staged)
+    set_alias("qa", "production", 2, staged)
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=staged)
+    rejected = run_gate("docs-qa", staged, gate_config(data))
+    assert not rejected.passed
+    assert any("token_f1" in r and "must not fall" in r for r in rejected.reasons)
+    assert str(model_version("docs-qa@production", staged).version) == "1"
+    status, tags = outcome(staged, 2)
+    assert status == "rejected" and "token_f1" in tags["llmops.rejected"]
+    # back to the first prompt version: the same answers, so the gate passes
+    set_alias("qa", "production", 1, staged)
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=staged)
+    result = run_gate("docs-qa", staged, gate_config(data))
+    assert result.passed, result.reasons
+    assert result.candidate_report.metrics["answers"]["token_f1"] == pytest.approx(
+        result.baseline_report.metrics["answers"]["token_f1"])
+    assert str(model_version("docs-qa@production", staged).version) == "3"
+    table = read_table(staged.lakehouse, "eval_results")
+    gates = table[table["metric"] == "gate_passed"].sort_values("ts")
+    assert list(gates["value"]) == [0.0, 1.0]
+
+
+def test_non_compliant_candidate_is_rejected_before_evaluation(staged, project: Path) -> None:  # noqa: F811
+    chain = project / "chains" / "nodesc.py"
+    text = (project / "chains" / "docs_qa.py").read_text()
+    line = next(li for li in text.splitlines(keepends=True) if '"description":' in li)
+    chain.write_text(text.replace(line, ""))
+    log_chain(chain, name="docs-qa", alias="staging", settings=staged)
+    result = run_gate("docs-qa", staged, gate_config(project / "unused.jsonl"))
+    assert not result.passed and result.candidate_report is None
+    assert any("no description" in r for r in result.reasons)
+    assert outcome(staged, 2)[0] == "rejected"
+
+
+def test_gate_cli_exit_status(staged, project: Path) -> None:  # noqa: F811
+    data = answers_dataset(project / "answers.jsonl", "docs-qa@staging", staged)
+    (project / "evals").mkdir(exist_ok=True)
+    (project / "evals" / "gate.yaml").write_text(
+        f"datasets: [{data}]\nconcurrency: 2\nmetrics:\n  token_f1: {{threshold: 1.01}}\n")
+    failed = run_cli("eval", "gate", "docs-qa", cwd=project)
+    assert failed.returncode == 1
+    assert "rejected" in failed.stderr and "below the threshold 1.010" in failed.stderr
+    (project / "evals" / "gate.yaml").write_text(
+        f"datasets: [{data}]\nconcurrency: 2\nmetrics:\n  token_f1: {{threshold: 0.9}}\n")
+    passed = run_cli("eval", "gate", "docs-qa", cwd=project)
+    assert passed.returncode == 0, passed.stderr
+    assert "passed: docs-qa/1 is now @production" in passed.stdout
+    bad = run_cli("eval", "run", "--model", "docs-qa@staging", "--dataset", "nope.jsonl",
+                  cwd=project)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: evaluation dataset 'nope.jsonl'")

@@ -55,6 +55,7 @@ def cli(ctx: click.Context, env: str | None) -> None:
 def _register() -> None:
     from llmops.cli import chains, demo, feedback, index, models, monitor, prompts, serve
     from llmops.cli import eval as eval_cli
+    from llmops.cli import finetune as finetune_cli
 
     cli.add_command(prompts.prompts)
     cli.add_command(chains.chains)
@@ -62,6 +63,7 @@ def _register() -> None:
     cli.add_command(feedback.feedback)
     cli.add_command(eval_cli.eval_group)
     cli.add_command(monitor.monitor)
+    cli.add_command(finetune_cli.finetune)
     cli.add_command(models.models)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)

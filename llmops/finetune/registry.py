@@ -1,0 +1,133 @@
+"""Registered adapters: resolve a reference, fetch the adapter folder, promote a version.
+
+``load_adapter`` is what serving uses to hot-load an adapter into vLLM: it only
+ever returns a folder downloaded from the registry, never a path a client chose.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.config import Settings, load_settings
+from llmops.errors import FinetuneError, ModelNotFoundError
+from llmops.refs import parse_ref
+from llmops.stores import connect
+
+__all__ = ["ADAPTER_KIND", "AdapterVersion", "adapter_version", "load_adapter", "promote_adapter"]
+
+ADAPTER_KIND = "adapter"
+_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """A registered adapter version, its folder on this machine, and what it was trained on."""
+
+    name: str
+    version: int
+    path: Path
+    base_model: str
+    lora_rank: int
+    method: str
+    run_id: str
+
+    @property
+    def served_name(self) -> str:
+        """The name vLLM serves it under (what clients put in ``model``)."""
+        return f"{self.name}-v{self.version}"
+
+
+def adapter_version(ref: str, settings: Settings | None = None) -> Any:
+    """The ``ModelVersion`` of an adapter reference (``NAME`` means the latest version)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    parsed = parse_ref(ref, "models")
+    connect(settings or load_settings())
+    client = MlflowClient()
+    try:
+        if parsed.alias:
+            found = client.get_model_version_by_alias(parsed.name, parsed.alias)
+        elif parsed.version is not None:
+            found = client.get_model_version(parsed.name, str(parsed.version))
+        else:
+            versions = client.search_model_versions(f"name = '{parsed.name}'")
+            found = max(versions, key=lambda v: int(v.version)) if versions else None
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"adapter '{parsed}' does not exist: train one with 'llmops finetune run', "
+            "or check the name, alias and version"
+        ) from exc
+    if found is None:
+        raise ModelNotFoundError(
+            f"adapter '{parsed.name}' has no versions: train one with 'llmops finetune run'"
+        )
+    if (found.tags or {}).get("llmops.kind") != ADAPTER_KIND:
+        raise FinetuneError(
+            f"'{parsed}' is model version {found.name}/{found.version}, which is not a LoRA adapter"
+        )
+    return found
+
+
+def _download(version: Any, dest: Path) -> None:
+    """Fetch the adapter artifact of ``version`` into ``dest`` (atomically)."""
+    import mlflow
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(tmp)))
+        folder = got / "artifacts" / "adapter"
+        missing = [f for f in _FILES if not (folder / f).is_file()]
+        if missing:
+            raise FinetuneError(f"adapter {version.name}/{version.version} lacks "
+                                f"{', '.join(missing)} in the registry")
+        staged = tmp / "adapter"
+        staged.mkdir()
+        for name in _FILES:
+            shutil.move(str(folder / name), staged / name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staged.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_adapter(ref: str, settings: Settings | None = None) -> AdapterVersion:
+    """A registered adapter (``NAME``, ``NAME@ALIAS``, ``NAME/VERSION``) as a local PEFT folder.
+
+    The folder (``.llmops/<env>/adapters/<name>-v<version>``) holds only
+    ``adapter_config.json`` and ``adapter_model.safetensors``, as vLLM's LoRA loading
+    expects. Versions are immutable, so a folder already fetched is reused.
+    """
+    settings = settings or load_settings()
+    version = adapter_version(ref, settings)
+    tags = version.tags or {}
+    dest = settings.state_dir / "adapters" / f"{version.name}-v{version.version}"
+    if not all((dest / f).is_file() for f in _FILES):
+        _download(version, dest)
+    return AdapterVersion(
+        name=version.name,
+        version=int(version.version),
+        path=dest,
+        base_model=tags.get("llmops.base_model", ""),
+        lora_rank=int(tags.get("llmops.lora_rank", "0") or 0),
+        method=tags.get("llmops.method", ""),
+        run_id=version.run_id or "",
+    )
+
+
+def promote_adapter(name: str, alias: str, version: int | None = None,
+                    settings: Settings | None = None, user: str | None = None) -> int:
+    """Point ``name@alias`` at an adapter version (default: the latest), with the audit tags
+    chains get (``llmops.promoted.<alias>.by / .at / .from_version``); returns the version."""
+    from llmops.chains.registry import promote
+
+    settings = settings or load_settings()
+    adapter_version(f"{name}/{version}" if version is not None else name, settings)
+    return promote(name, alias, version, settings=settings, user=user)

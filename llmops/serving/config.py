@@ -6,11 +6,12 @@ override is merged section by section over the defaults.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmops.config import Settings
 from llmops.errors import ConfigError
@@ -18,6 +19,7 @@ from llmops.errors import ConfigError
 __all__ = ["AuthConfig", "EndpointConfig", "EngineConfig", "GatewayConfig", "load_endpoint_config"]
 
 ENDPOINT_FILE = Path("serving") / "endpoint.yaml"
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class EngineConfig(BaseModel):
@@ -59,6 +61,23 @@ class GatewayConfig(BaseModel):
     log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
     log_batch_size: int = Field(512, ge=1, description="Rows per Delta commit at most.")
     instance: str | None = Field(None, description="Write-ahead log name (default: the port).")
+    widget_chain: str = Field(
+        "docs-qa", min_length=1,
+        description="The chain the feedback page at / asks (an embed may name another: data-chain).")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose pages may embed the widget (https://app.example.com, or '*' "
+                    "for any); empty: the chain and feedback endpoints answer the same origin only.")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        origins = [origin.strip().rstrip("/") for origin in value]
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"'{origin}' is not an origin: write scheme://host[:port] with no "
+                                 "path (https://app.example.com), or '*'")
+        return origins
 
 
 class AuthConfig(BaseModel):

@@ -27,6 +27,7 @@ from llmops.serving.config import EndpointConfig
 from llmops.serving.feedback_store import RequestIndex
 from llmops.serving.metrics import GatewayMetrics
 from llmops.serving.wal import WriteAheadLog, utcnow
+from llmops.serving.widget import widget_middleware, widget_routes
 
 __all__ = ["Gateway", "HTTPError"]
 
@@ -82,7 +83,8 @@ class Gateway:
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
-        ])
+            *widget_routes(self.cfg, keys.required),  # the feedback page at / and widget.js
+        ], middleware=widget_middleware(self.cfg))
 
     # -- helpers -----------------------------------------------------------
     def session(self) -> aiohttp.ClientSession:

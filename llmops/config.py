@@ -54,6 +54,11 @@ class ChatModelSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     max_tokens: int = Field(64, ge=1, le=32768, description="Most tokens to generate.")
     timeout_s: float = Field(60.0, gt=0, description="Request timeout for kind 'openai'.")
+    adapter: str | None = Field(
+        None,
+        description="A registered LoRA adapter (NAME@ALIAS or NAME/VERSION, e.g. "
+                    "docs-qa-lora@production) on the base model; logging a chain pins its version.",
+    )
 
 
 class ChromaSettings(BaseModel):

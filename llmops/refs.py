@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from llmops.errors import BadReferenceError
 
-__all__ = ["Ref", "parse_ref"]
+__all__ = ["Ref", "adapter_served_name", "parse_ref"]
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 _ALIAS = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
@@ -56,3 +56,8 @@ def parse_ref(text: str, scheme: str | None = None) -> Ref:
             f"'{alias}' cannot be an alias: 'latest' and v<number> are reserved; pick another name"
         )
     return Ref(match.group("name"), match.group("alias"), int(version) if version else None)
+
+
+def adapter_served_name(name: str, version: int | str) -> str:
+    """The model name an engine serves adapter ``name/version`` under (``docs-qa-lora-v3``)."""
+    return f"{name}-v{version}"

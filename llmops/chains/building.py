@@ -90,12 +90,24 @@ def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> R
     rebuilt (``tiny``) or loaded by id as the settings say.
     """
     chat, settings = _chat_settings(config, settings)
+    adapter_path = None
+    if chat.adapter:
+        # the adapter comes from the registry: a local model merges its folder in, an
+        # endpoint is asked for it by the name the engine serves it under
+        from llmops.finetune import load_adapter
+
+        found = load_adapter(chat.adapter, settings or load_settings())
+        if chat.kind == "local":
+            adapter_path = str(found.path)
+        else:
+            chat = chat.model_copy(update={"model": found.served_name})
     if chat.kind == "local" and config.model_path and Path(config.model_path).is_dir():
         chat = chat.model_copy(update={"model": config.model_path})
-        model = build_chat_model(chat, Path(config.model_path).parent)
+        model = build_chat_model(chat, Path(config.model_path).parent, adapter_path=adapter_path)
     else:
         settings = settings or load_settings()
-        model = build_chat_model(chat, settings.models_dir, settings.root / "docs")
+        model = build_chat_model(chat, settings.models_dir, settings.root / "docs",
+                                 adapter_path=adapter_path)
     params = _prompt_parameters(config, settings)
     return model.bind(**params) if params else model
 
@@ -108,6 +120,8 @@ def chain_versions(config: ChainConfig) -> dict[str, str]:
         "prompt": f"{rp.name}/{rp.version}" if rp else config.prompt,
         "chat_model": f"{chat.kind}:{chat.model}" if chat else "environment default",
     }
+    if chat is not None and chat.adapter:
+        versions["adapter"] = chat.adapter
     if config.retriever is not None:
         versions["index_version"] = config.retriever.index_version or "live"
     return versions

@@ -27,10 +27,11 @@ _cache: dict[str, tuple[Any, Any]] = {}
 _cache_lock = threading.Lock()
 
 
-def _load(path: str) -> tuple[Any, Any]:
-    """Tokenizer and model for ``path``, loaded once per process."""
+def _load(path: str, adapter_path: str | None = None) -> tuple[Any, Any]:
+    """Tokenizer and model for ``path`` (with a LoRA adapter merged in), loaded once per process."""
+    key = f"{path}::{adapter_path or ''}"
     with _cache_lock:
-        if path not in _cache:
+        if key not in _cache:
             try:
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,9 +45,21 @@ def _load(path: str) -> tuple[Any, Any]:
                     f"cannot load the local chat model '{path}': {exc.__class__.__name__}; "
                     "check chat_model.model in llmops.yaml (a folder, 'tiny', or a model id)"
                 ) from exc
+            if adapter_path:
+                try:
+                    from peft import PeftModel
+                except ImportError as exc:
+                    raise MissingExtraError("peft", "finetune") from exc
+                try:
+                    model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise ChatModelError(
+                        f"cannot apply the LoRA adapter '{adapter_path}' to '{path}': "
+                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from exc
             model.eval()
-            _cache[path] = (tokenizer, model)
-        return _cache[path]
+            _cache[key] = (tokenizer, model)
+        return _cache[key]
 
 
 class LocalChatModel(BaseChatModel):
@@ -55,6 +68,7 @@ class LocalChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model_path: str
+    adapter_path: str | None = None
     temperature: float = 0.0
     max_tokens: int = 64
 
@@ -64,7 +78,8 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "temperature": self.temperature}
+        return {"model_path": self.model_path, "adapter_path": self.adapter_path,
+                "temperature": self.temperature}
 
     def _generate(
         self,
@@ -75,7 +90,7 @@ class LocalChatModel(BaseChatModel):
     ) -> ChatResult:
         import torch
 
-        tokenizer, model = _load(self.model_path)
+        tokenizer, model = _load(self.model_path, self.adapter_path)
         chat = [
             {"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages
         ]
@@ -118,12 +133,19 @@ def resolve_local_model(model: str, models_dir: Path, docs_dir: Path | None = No
 
 
 def build_chat_model(
-    settings: ChatModelSettings, models_dir: Path, docs_dir: Path | None = None
+    settings: ChatModelSettings, models_dir: Path, docs_dir: Path | None = None,
+    adapter_path: str | None = None,
 ) -> BaseChatModel:
-    """The LangChain chat model the settings describe."""
+    """The LangChain chat model the settings describe.
+
+    A local model gets ``adapter_path`` (the registered adapter's folder) merged in;
+    an OpenAI-compatible endpoint is asked for the adapter by its served name
+    (``settings.model``, which the caller sets).
+    """
     if settings.kind == "local":
         return LocalChatModel(
             model_path=resolve_local_model(settings.model, models_dir, docs_dir),
+            adapter_path=adapter_path,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )

@@ -145,6 +145,13 @@ def log_chain(
     connect(settings)
     prompt = resolve_prompt(config.prompt, settings)
     chat = config.chat_model or settings.chat_model
+    adapter = None
+    if chat.adapter:
+        # pin the adapter to an exact registered version, as the prompt is pinned
+        from llmops.finetune.registry import adapter_version
+
+        adapter = adapter_version(chat.adapter, settings)
+        chat = chat.model_copy(update={"adapter": f"{adapter.name}/{adapter.version}"})
     model_path = (
         resolve_local_model(chat.model, settings.models_dir, settings.root / "docs")
         if chat.kind == "local"
@@ -169,6 +176,8 @@ def log_chain(
         "llmops.env": settings.env,
         "llmops.config_hash": content_hash(model_config),
     }
+    if adapter is not None:
+        tags["llmops.adapter"] = f"{adapter.name}/{adapter.version}"
     if retriever is not None:
         tags["llmops.index_version"] = retriever.index_version or ""
         tags["llmops.index_collection"] = retriever.collection or ""

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmops.config import Settings, load_settings
 from llmops.errors import ModelNotFoundError
-from llmops.refs import parse_ref
+from llmops.refs import adapter_served_name, parse_ref
 from llmops.stores import connect
 
 __all__ = ["invoke", "load", "load_at_endpoint", "model_version", "promote"]
@@ -66,16 +66,21 @@ def load_at_endpoint(
     # a models-from-code config lives in the pyfunc flavor's "config"
     logged = dict(Model.load(local).flavors.get("python_function", {}).get("config") or {})
     chat = dict(logged.get("chat_model") or {})
+    adapter = chat.get("adapter")
+    if adapter:  # pinned to NAME/VERSION when the chain was logged
+        ref = parse_ref(adapter)
+        adapter = adapter_served_name(ref.name, ref.version) if ref.version else adapter
     override = {
-        "kind": "openai", "model": chat.get("adapter") or served_model, "base_url": base_url,
+        "kind": "openai", "model": adapter or served_model, "base_url": base_url,
         "api_key_env": api_key_env or chat.get("api_key_env", "OPENAI_API_KEY"),
         "temperature": chat.get("temperature", 0.0),
         "max_tokens": max_tokens or chat.get("max_tokens", 64),
-        "timeout_s": chat.get("timeout_s", 60.0),
+        "timeout_s": chat.get("timeout_s", 60.0), "adapter": None,
     }
     model = mlflow.pyfunc.load_model(local, model_config={"chat_model": override,
                                                           "model_path": None})
-    return model, {**logged, "served_chat_model": override["model"]}
+    return model, {**logged, "served_chat_model": override["model"],
+                   "served_adapter": adapter or None}
 
 
 def invoke(ref: str, question: str, settings: Settings | None = None) -> dict[str, Any]:

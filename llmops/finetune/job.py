@@ -28,7 +28,7 @@ from llmops.finetune.base_model import BaseModelRef, resolve_base_model
 from llmops.finetune.config import FinetuneConfig, check_servable, load_finetune_config
 from llmops.finetune.data import TrainingData, load_training_data
 from llmops.lineage import git_commit
-from llmops.refs import parse_ref
+from llmops.refs import adapter_served_name, parse_ref
 
 __all__ = ["FinetuneResult", "finetune"]
 
@@ -51,7 +51,7 @@ class FinetuneResult:
 
     @property
     def served_name(self) -> str:
-        return f"{self.model_name}-v{self.version}"
+        return adapter_served_name(self.model_name, self.version)
 
     @property
     def model_uri(self) -> str:
@@ -269,7 +269,8 @@ def _run(cfg: FinetuneConfig, training: TrainingData, base: BaseModelRef, settin
         _log_inputs(cfg, training, base, settings)
         plan = plan_hardware(cfg)
         mlflow.set_tags({"llmops.device": plan.device, "llmops.bf16": str(plan.bf16).lower(),
-                         "llmops.packing": str(plan.packing).lower()})
+                         "llmops.packing": str(plan.packing).lower(),
+                         "llmops.attention": plan.attn_implementation or "default"})
         say(f"training: {cfg.method} LoRA r={cfg.lora_rank} on {base.name} ({plan.device}"
             f"{', bf16' if plan.bf16 else ''}{', packed' if plan.packing else ''})")
         stats = train_adapter(cfg, training, base, adapter_dir, work_dir, run_id=run.info.run_id,

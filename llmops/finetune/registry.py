@@ -14,7 +14,7 @@ from typing import Any
 
 from llmops.config import Settings, load_settings
 from llmops.errors import FinetuneError, ModelNotFoundError
-from llmops.refs import parse_ref
+from llmops.refs import adapter_served_name, parse_ref
 from llmops.stores import connect
 
 __all__ = ["ADAPTER_KIND", "AdapterVersion", "adapter_version", "load_adapter", "promote_adapter"]
@@ -38,7 +38,7 @@ class AdapterVersion:
     @property
     def served_name(self) -> str:
         """The name vLLM serves it under (what clients put in ``model``)."""
-        return f"{self.name}-v{self.version}"
+        return adapter_served_name(self.name, self.version)
 
 
 def adapter_version(ref: str, settings: Settings | None = None) -> Any:

@@ -20,7 +20,8 @@ class ServedChain:
     prompt_version: str
     index_version: str
     chat_model: str
-    adapter: str | None
+    adapter: str | None  # the served name (what the log records), e.g. docs-qa-lora-v3
+    adapter_ref: str | None = None  # the registered version, e.g. docs-qa-lora/3
 
 
 class ChainServer:
@@ -53,12 +54,16 @@ class ChainServer:
                 prompt=prompt_ref.split("/")[0], prompt_version=prompt_ref.split("/")[-1],
                 index_version=tags.get("llmops.index_version", ""),
                 chat_model=logged["served_chat_model"],
-                adapter=(logged.get("chat_model") or {}).get("adapter"),
+                adapter=logged.get("served_adapter"),
+                adapter_ref=(logged.get("chat_model") or {}).get("adapter"),
             )
             self._cache[key] = served
             return served
 
+    @staticmethod
+    def answer(served: ServedChain, question: str) -> dict[str, Any]:
+        return served.model.predict([{"question": question}])[0]
+
     def invoke(self, name: str, alias: str, question: str) -> tuple[ServedChain, dict[str, Any]]:
         served = self.get(name, alias)
-        answer = served.model.predict([{"question": question}])[0]
-        return served, answer
+        return served, self.answer(served, question)

@@ -42,6 +42,11 @@ class EngineConfig(BaseModel):
     enable_lora: bool = Field(True, description="Start with LoRA enabled.")
     max_lora_rank: int = Field(16, ge=1, description="Highest LoRA rank the engine accepts.")
     max_loras: int = Field(4, ge=1, description="Adapters held at once.")
+    adapters: list[str] = Field(
+        default_factory=list,
+        description="Registered adapters (model names) whose adapter_alias version is loaded at "
+                    "start-up; a name with no such version yet is skipped.")
+    adapter_alias: str = Field("production", description="The alias start-up loads.")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="KV cache on CPU builds (GiB).")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
     start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llmops.serving.adapters import AdapterRegistry
+from llmops.serving.admin import admin_routes, ensure_adapter
 from llmops.serving.auth import ApiKey, KeyRing
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
@@ -60,8 +62,8 @@ class Gateway:
     """The ASGI app (``gateway.app``) and everything it holds."""
 
     def __init__(self, config: EndpointConfig, env: str, engine_url: str, keys: KeyRing,
-                 wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None
-                 ) -> None:
+                 wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
+                 adapters: AdapterRegistry | None = None) -> None:
         self.cfg = config.gateway
         self.env = env
         self.base_model = config.engine.served_model_name
@@ -70,6 +72,7 @@ class Gateway:
         self.wal = wal
         self.requests = requests
         self.chains = chains
+        self.adapters = adapters
         self.metrics = GatewayMetrics()
         self._models: set[str] = set()
         self._models_at = 0.0
@@ -83,6 +86,7 @@ class Gateway:
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            *admin_routes(self),
             *widget_routes(self.cfg, keys.required),  # the feedback page at / and widget.js
         ], middleware=widget_middleware(self.cfg))
 
@@ -360,7 +364,12 @@ class Gateway:
             if self.chains is None:
                 raise HTTPError(404, "this gateway serves no chains")
             try:
-                served, answer = await run_in_threadpool(self.chains.invoke, name, alias, question)
+                served = await run_in_threadpool(self.chains.get, name, alias)
+                if served.adapter_ref and served.adapter not in await self._known_models():
+                    await ensure_adapter(self, served.adapter_ref)  # the version it was gated with
+                answer = await run_in_threadpool(self.chains.answer, served, question)
+            except HTTPError:
+                raise
             except LlmopsError as exc:
                 if exc.__class__.__name__ in ("ModelNotFoundError", "BadReferenceError"):
                     raise HTTPError(404, f"chain '{name}@{alias}' does not exist",

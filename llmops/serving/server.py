@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings, load_settings
+from llmops.serving.adapters import AdapterRegistry, LoadedAdapter
 from llmops.serving.auth import load_keys
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig, load_endpoint_config
@@ -19,7 +20,8 @@ from llmops.serving.wal import WriteAheadLog
 __all__ = ["build_gateway", "serve"]
 
 
-def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str) -> Gateway:
+def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
+                  adapters: AdapterRegistry | None = None) -> Gateway:
     """A gateway for an engine at ``engine_url`` (its write-ahead log replayed and running)."""
     from llmops.stores import connect
 
@@ -33,8 +35,38 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str) -
     connect(settings)
     root_url = engine_url.rstrip("/").removesuffix("/v1")
     chains = ChainServer(settings, root_url + "/v1", config.engine.served_model_name)
+    if adapters is None and config.engine.enable_lora:
+        adapters = AdapterRegistry(settings, _engine_model(settings, config),
+                                   config.engine.max_lora_rank)
     return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
-                   chains)
+                   chains, adapters)
+
+
+def _engine_model(settings: Settings, config: EndpointConfig) -> str | None:
+    """The engine's model folder (``tiny`` resolved), to check adapters' base models against."""
+    if config.engine.model == "tiny":
+        return resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
+    return config.engine.model
+
+
+def _load_at_runtime(engine_url: str, adapters: dict[str, LoadedAdapter],
+                     echo: Callable[[str], None]) -> None:
+    """Load adapters into an engine started elsewhere (vLLM's runtime LoRA API)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    base = engine_url.rstrip("/").removesuffix("/v1")
+    for served, adapter in adapters.items():
+        body = json.dumps({"lora_name": served, "lora_path": str(adapter.path)}).encode()
+        req = urllib.request.Request(base + "/v1/load_lora_adapter", data=body,
+                                     headers={"content-type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=300).close()
+            echo(f"loaded adapter {served}")
+        except (urllib.error.URLError, OSError) as exc:
+            echo(f"warning: could not load adapter {served} into {base}: {exc}; "
+                 "load it later with POST /admin/adapters/load")
 
 
 def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
@@ -52,19 +84,28 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     if engine_port:
         config.engine.port = engine_port
     load_keys(config.auth, settings.root)  # refuse to start staging/prod without keys
+    registry = AdapterRegistry(settings, _engine_model(settings, config),
+                               config.engine.max_lora_rank, config.engine.enable_lora)
+    startup = (registry.at_startup(config.engine.adapters, config.engine.adapter_alias)
+               if config.engine.adapters and config.engine.enable_lora else {})
+    for served, adapter in startup.items():
+        echo(f"adapter {adapter.name}@{config.engine.adapter_alias} = version {adapter.version} "
+             f"(served as {served})")
     engine: Engine | None = None
     if config.engine.url:
         # An engine managed elsewhere: the gateway starts at once, /readyz tells when it is up.
         engine_url = config.engine.url
         echo(f"using the engine at {engine_url}")
+        _load_at_runtime(engine_url, startup, echo)
     else:
         model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
-        engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log")
+        engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log",
+                        lora_modules={served: str(a.path) for served, a in startup.items()})
         echo(f"starting the engine ({model}) ...")
         engine.start()
         engine_url = engine.url
         echo(f"engine ready at {engine_url}")
-    gateway = build_gateway(settings, config, engine_url)
+    gateway = build_gateway(settings, config, engine_url, registry)
     server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
                                            port=config.gateway.port, log_level="warning",
                                            access_log=False, lifespan="off"))

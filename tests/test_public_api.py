@@ -102,3 +102,27 @@ def test_import_llmops_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+def test_finetune_exports() -> None:
+    import llmops.finetune
+
+    assert set(llmops.finetune.__all__) == {
+        "AdapterVersion", "DistributedConfig", "EvaluationConfig", "FinetuneConfig",
+        "FinetuneResult", "FsdpConfig", "TrainingConfig", "TrainingData", "check_servable",
+        "finetune", "inside_launcher", "launch_command", "load_adapter", "load_finetune_config",
+        "load_training_data", "promote_adapter",
+    }
+    for name in llmops.finetune.__all__:
+        assert hasattr(llmops.finetune, name), f"llmops.finetune.{name}"
+
+
+def test_import_finetune_is_cheap() -> None:
+    code = (
+        "import sys, llmops.finetune, llmops.cli.finetune\n"
+        "heavy = [m for m in ('torch', 'peft', 'trl', 'transformers', 'datasets', 'accelerate',\n"
+        "                     'mlflow') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"

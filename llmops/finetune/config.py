@@ -242,6 +242,7 @@ def check_servable(config: FinetuneConfig, settings: Settings) -> int:
     if rank > limit:
         raise FinetuneError(
             f"LoRA rank {rank} is above {limit}, the highest the server accepts ({source}): "
-            f"lower lora.r to {limit} or less, or raise the server's max_lora_rank"
+            f"lower lora.r (and any rank_pattern entry) to {limit} or less, or raise the "
+            "server's max_lora_rank"
         )
     return limit

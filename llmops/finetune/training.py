@@ -6,10 +6,11 @@ renders them with the base model's chat template and masks the prompt tokens
 explicitly). KTO's reference model is the base itself: with a PEFT model, TRL
 computes reference log-probabilities with the adapter disabled.
 
-On a GPU: bf16, the fastest attention kernel installed (FlashAttention 2, else
-SDPA), and SFT rows packed best-fit into padding-free batches whose
-``position_ids`` restart at every row, which keeps rows from attending to each
-other. On the CPU: fp32 and padded batches. Every logged step goes to the MLflow
+On a GPU: bf16, and SFT rows packed best-fit into padding-free batches whose
+``position_ids`` and ``cu_seq_lens`` restart at every row, attended by a varlen
+flash kernel (FlashAttention 2, else PyTorch's own, see ``attention.py``), which
+keeps rows from attending to each other at no extra cost. TRL computes the loss
+through its fused, chunked LM head. On the CPU: fp32 and padded batches. Every logged step goes to the MLflow
 run as ``train/<name>`` metrics.
 """
 
@@ -70,18 +71,42 @@ class TrainStats:
         return out
 
 
+def _flash_attn_installed() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plan_hardware(config: FinetuneConfig) -> HardwarePlan:
-    """bf16 and packing default to on with a GPU; the attention kernel is left to the loader."""
+    """What runs where: bf16, packing and a varlen attention kernel with a GPU; fp32 on the CPU.
+
+    Packing defaults to on only where a varlen kernel keeps packed samples apart at
+    their own cost: FlashAttention 2 (the ``flash_attn`` package), else PyTorch's
+    varlen flash kernel (``attention.py``). Without one, SDPA would need a block
+    mask over the whole packed row: correct, but slower than padding.
+    """
     import torch
+
+    from llmops.finetune.attention import register_varlen_attention, varlen_kernel_available
 
     device = pick_device()
     t = config.training
     bf16 = t.bf16 if t.bf16 is not None else (device == "cuda" and torch.cuda.is_bf16_supported())
     if bf16 and device != "cuda":
         raise FinetuneError("training.bf16 is on but there is no GPU: set it to false or leave it unset")
-    packing = t.packing if t.packing is not None else device == "cuda"
-    return HardwarePlan(device=device, bf16=bool(bf16), packing=bool(packing and config.method == "sft"),
-                        attn_implementation=t.attn_implementation)
+    attn = t.attn_implementation
+    varlen = device == "cuda" and (_flash_attn_installed() or varlen_kernel_available())
+    packing = bool(t.packing if t.packing is not None else varlen) and config.method == "sft"
+    if attn is None and device == "cuda":
+        if _flash_attn_installed():
+            attn = "flash_attention_2"
+        elif packing and varlen_kernel_available():
+            attn = register_varlen_attention()
+    elif attn is not None and attn == "llmops_varlen":
+        register_varlen_attention()
+    return HardwarePlan(device=device, bf16=bool(bf16), packing=packing, attn_implementation=attn)
 
 
 def _step_logger(run_id: str | None, flush_every_s: float = 5.0) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from llmops.cli.options import env_option, settings_from
@@ -14,11 +16,34 @@ __all__ = ["serve"]
 @click.option("--port", type=int, default=None, help="Gateway port (default: serving/endpoint.yaml).")
 @click.option("--engine-port", type=int, default=None,
               help="Engine port (default: serving/endpoint.yaml).")
+@click.option("--model", default=None,
+              help="The engine's model: 'tiny', a local model folder, or a model id.")
+@click.option("--served-model-name", default=None, help="The name clients put in 'model'.")
+@click.option("--dtype", default=None, help="Weights dtype (auto, bfloat16, float16, float32).")
+@click.option("--max-model-len", type=click.IntRange(16), default=None, help="Longest sequence.")
+@click.option("--tensor-parallel-size", type=click.IntRange(1), default=None, help="GPUs per replica.")
+@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Share of GPU memory vLLM may take.")
+@click.option("--max-num-seqs", type=click.IntRange(1), default=None,
+              help="Most sequences per batch.")
+@click.option("--attention-backend", default=None,
+              help="vLLM attention backend (e.g. TRITON_ATTN, FLASH_ATTN).")
+@click.option("--api-server-count", type=click.IntRange(1), default=None,
+              help="vLLM API server processes.")
+@click.option("--engine-arg", "engine_args", multiple=True,
+              help="One more vLLM argument, passed as is (repeatable).")
 @env_option
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, engine_port: int | None) -> None:
-    """Start vLLM and the logging gateway in front of it; stop with Ctrl-C or SIGTERM."""
+def serve(ctx: click.Context, host: str | None, port: int | None, engine_port: int | None,
+          engine_args: tuple[str, ...], **engine: Any) -> None:
+    """Start vLLM and the logging gateway in front of it; stop with Ctrl-C or SIGTERM.
+
+    Engine options override serving/endpoint.yaml for this run.
+    """
     from llmops.serving.server import serve as run
 
+    overrides = {key: value for key, value in engine.items() if value is not None}
+    if engine_args:
+        overrides["extra_args"] = list(engine_args)
     run(settings_from(ctx), host=host, port=port, engine_port=engine_port,
-        echo=lambda line: click.echo(line, err=True))
+        echo=lambda line: click.echo(line, err=True), engine_overrides=overrides)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings, load_settings
+from llmops.errors import ConfigError
 from llmops.serving.adapters import AdapterRegistry, LoadedAdapter
 from llmops.serving.auth import load_keys
 from llmops.serving.chains import ChainServer
-from llmops.serving.config import EndpointConfig, load_endpoint_config
+from llmops.serving.config import EndpointConfig, EngineConfig, load_endpoint_config
 from llmops.serving.engine import Engine, resolve_engine_model
 from llmops.serving.feedback_store import RequestIndex
 from llmops.serving.gateway import Gateway
@@ -40,6 +41,26 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
                                    config.engine.max_lora_rank)
     return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
                    chains, adapters)
+
+
+def _override_engine(config: EndpointConfig, overrides: dict[str, Any],
+                     settings: Settings) -> EngineConfig:
+    from pydantic import ValidationError
+
+    try:
+        engine = EngineConfig.model_validate({**config.engine.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"engine option '{'.'.join(map(str, first['loc']))}': "
+                          f"{first['msg']}") from exc
+    model = engine.model
+    looks_like_path = model.startswith((".", "/", "~")) or Path(model).is_absolute()
+    if looks_like_path:
+        folder = (settings.root / Path(model).expanduser()).resolve()
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"--model {model}: no model folder there (expected {folder}/config.json)")
+        engine = engine.model_copy(update={"model": str(folder)})
+    return engine
 
 
 def _engine_model(settings: Settings, config: EndpointConfig) -> str | None:
@@ -71,12 +92,18 @@ def _load_at_runtime(engine_url: str, adapters: dict[str, LoadedAdapter],
 
 def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
           echo: Callable[[str], None] = print, endpoint_file: Path | None = None,
-          engine_port: int | None = None) -> None:
-    """Run the engine and the gateway until SIGINT/SIGTERM."""
+          engine_port: int | None = None, engine_overrides: dict[str, Any] | None = None) -> None:
+    """Run the engine and the gateway until SIGINT/SIGTERM.
+
+    ``engine_overrides`` replace fields of the ``engine`` section (``model``,
+    ``gpu_memory_utilization``, ``attention_backend``, ...) for this run.
+    """
     import uvicorn
 
     settings = settings or load_settings()
     config = load_endpoint_config(settings, endpoint_file)
+    if engine_overrides:
+        config.engine = _override_engine(config, engine_overrides, settings)
     if host:
         config.gateway.host = host
     if port:

@@ -231,14 +231,15 @@ def finetune(
                                              "alias": alias})
     parse_ref(f"{cfg.registered_name}@{cfg.alias}" if cfg.alias else cfg.registered_name)
     check_servable(cfg, settings)
-    base_ref = resolve_base_model(cfg.base_model, settings.models_dir, settings.root / "docs")
-    _check_base(base_ref)
     work_root = settings.state_dir / "finetune"
     work_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="job-", dir=work_root))
     try:
         training = load_training_data(cfg.method, cfg.data, settings, work_dir,
                                       cfg.training.eval_fraction, cfg.training.seed)
+        # after the data: 'tiny' is built on first use, which bad data should not cost
+        base_ref = resolve_base_model(cfg.base_model, settings.models_dir, settings.root / "docs")
+        _check_base(base_ref)
         say(f"data: {training.rows} {cfg.method} rows from {training.source} "
             f"({len(training.train)} train, {len(training.heldout)} held out)")
         with _progress_bars(progress):

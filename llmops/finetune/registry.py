@@ -73,6 +73,10 @@ def adapter_version(ref: str, settings: Settings | None = None) -> Any:
     return found
 
 
+def _complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _FILES)
+
+
 def _download(version: Any, dest: Path) -> None:
     """Fetch the adapter artifact of ``version`` into ``dest`` (atomically)."""
     import mlflow
@@ -91,9 +95,13 @@ def _download(version: Any, dest: Path) -> None:
         staged.mkdir()
         for name in _FILES:
             shutil.move(str(folder / name), staged / name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staged.rename(dest)
+        if dest.exists() and not _complete(dest):
+            shutil.rmtree(dest, ignore_errors=True)
+        try:
+            staged.rename(dest)
+        except OSError:
+            if not _complete(dest):  # not another process having fetched the same version
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -109,7 +117,7 @@ def load_adapter(ref: str, settings: Settings | None = None) -> AdapterVersion:
     version = adapter_version(ref, settings)
     tags = version.tags or {}
     dest = settings.state_dir / "adapters" / f"{version.name}-v{version.version}"
-    if not all((dest / f).is_file() for f in _FILES):
+    if not _complete(dest):
         _download(version, dest)
     return AdapterVersion(
         name=version.name,

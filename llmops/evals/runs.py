@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import time
@@ -122,7 +123,9 @@ def evaluate_chain(
             if not dataset.rows:
                 log.warning("dataset %s has no rows; skipped", dataset.name)
                 continue
-            with mlflow.start_run(run_name=dataset.name, nested=True), _workers(concurrency):
+            # the harness prints a banner per run to stdout; llmops prints its own summary
+            with mlflow.start_run(run_name=dataset.name, nested=True), _workers(concurrency), \
+                    contextlib.redirect_stdout(io.StringIO()):
                 try:
                     result = mlflow.genai.evaluate(data=dataset.records(), scorers=scorers,
                                                    predict_fn=predict)

@@ -21,7 +21,7 @@ def test_gpu_settings_and_a_local_model_reach_the_vllm_command(settings, models_
         "max_num_seqs": 512, "api_server_count": 4, "dtype": "bfloat16",
         "extra_args": ["--enable-prefix-caching"]}, settings)
     cmd = engine_command(engine, engine.model)
-    flags = dict(zip(cmd, cmd[1:]))
+    flags = dict(zip(cmd, cmd[1:], strict=False))
     assert flags["--model"] == str(folder)
     assert (flags["--attention-backend"], flags["--gpu-memory-utilization"], flags["--max-num-seqs"],
             flags["--api-server-count"], flags["--dtype"]) == (

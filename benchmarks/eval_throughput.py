@@ -1,0 +1,183 @@
+"""An evaluation run through the gateway against the same prompts sent straight to vLLM.
+
+``llmops eval run`` evaluates 500 examples (the golden questions, cycled) with
+the registered RAG chain pointed at the gateway, ``--concurrency`` predictions
+at a time. The gateway logs every chat request the chain made; those exact
+request bodies are then sent straight to vLLM with the same concurrency, and
+(to tell the gateway's share from the harness's) through the gateway again
+without the harness. Order: a warm-up evaluation, then direct, evaluation,
+direct again (the direct time is the mean of the two).
+
+Target: the evaluation takes at most 1.25x the direct time.
+
+Usage:
+  python benchmarks/eval_throughput.py [--examples 500] [--concurrency 16] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def replay(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """Send each chat request body once, ``concurrency`` at a time; seconds taken."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
+        def send(body: bytes) -> None:
+            resp = client.post("/v1/chat/completions", content=body,
+                               headers={"content-type": "application/json"})
+            resp.raise_for_status()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(send, bodies))
+        return time.perf_counter() - start
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=500)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="eval-bench-"))
+    for folder in ("prompts", "chains", "docs"):
+        if not (work / folder).exists():
+            shutil.copytree(REPO / folder, work / folder)
+    (work / "llmops.yaml").write_text(
+        f"project: eval-bench\nmodels_dir: {REPO / '.llmops/models'}\n")
+    os.chdir(work)
+    import pandas as pd
+
+    from llmops.chains import log_chain
+    from llmops.config import load_settings
+    from llmops.evals import evaluate_chain
+    from llmops.indexing import update_index
+    from llmops.lakehouse import read_table
+    from llmops.prompts import set_alias, sync_prompts
+    from llmops.serving.config import EngineConfig
+    from llmops.serving.engine import Engine, resolve_engine_model
+
+    settings = load_settings(root=work)
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    update_index(settings, progress=False, record=False)
+    logged = log_chain(work / "chains" / "docs_qa.py", alias="staging", settings=settings)
+    golden = [json.loads(line) for line in (REPO / "evals" / "golden.jsonl").read_text().splitlines()]
+    rows = [{**golden[i % len(golden)], "question": f"{golden[i % len(golden)]['question']}"
+             + (f" ({i // len(golden)})" if i >= len(golden) else "")}
+            for i in range(args.examples)]
+    data = work / "bench.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (work / "warm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+
+    cfg = EngineConfig(port=free_port(), enable_lora=False)
+    engine = Engine(cfg, resolve_engine_model(cfg, settings.models_dir, work / "docs"),
+                    work / "engine.log")
+    gw = None
+    try:
+        print("starting vLLM ...", flush=True)
+        engine.start()
+        engine_url = engine.url.removesuffix("/v1")
+        gport = free_port()
+        (work / "serving").mkdir(exist_ok=True)
+        (work / "serving" / "endpoint.yaml").write_text(
+            f"engine:\n  url: {engine_url}/v1\ngateway:\n  port: {gport}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+        gw = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "serve"], cwd=work,
+                              env=env, stdout=open(work / "gateway.log", "wb"),
+                              stderr=subprocess.STDOUT)
+        gateway_url = f"http://127.0.0.1:{gport}"
+        wait_http(gateway_url + "/readyz", 300)
+        ref = f"{logged.name}/{logged.version}"
+
+        def evaluate(path: Path) -> tuple[float, object]:
+            start = time.perf_counter()
+            report = evaluate_chain(ref, [path], settings, endpoint=gateway_url,
+                                    concurrency=args.concurrency, record=False)
+            return time.perf_counter() - start, report
+
+        evaluate(work / "warm.jsonl")
+        print(f"evaluating {args.examples} examples once to capture the chain's prompts ...",
+              flush=True)
+        before = time.time()
+        evaluate(data)
+        time.sleep(3)  # the gateway's log flush
+        log = read_table(settings.lakehouse, "inference_log")
+        log = log[(log["endpoint"] == "/v1/chat/completions") & (log["status"] == 200)]
+        log = log[log["ts"] >= pd.Timestamp(before, unit="s", tz="UTC")]
+        bodies = [r.encode() for r in log["request"]]
+        if len(bodies) != args.examples:
+            print(f"expected {args.examples} logged chat requests, found {len(bodies)}")
+            return 1
+
+        direct_1 = replay(engine_url, bodies, args.concurrency)
+        eval_s, report = evaluate(data)
+        direct_2 = replay(engine_url, bodies, args.concurrency)
+        through = replay(gateway_url, bodies, args.concurrency)
+        direct = (direct_1 + direct_2) / 2
+        ratio = eval_s / direct
+        print()
+        print(f"{'side':<34}{'seconds':>9}{'examples/s':>12}{'ratio':>8}")
+        for label, secs in (("direct to vLLM (mean of 2)", direct),
+                            ("same prompts through the gateway", through),
+                            ("llmops eval run via the gateway", eval_s)):
+            print(f"{label:<34}{secs:9.1f}{args.examples / secs:12.1f}{secs / direct:8.2f}")
+        print(f"direct runs: {direct_1:.1f} s and {direct_2:.1f} s; concurrency "
+              f"{args.concurrency}; token F1 {report.metrics['bench']['token_f1']:.3f}")
+        print(f"target: evaluation <= 1.25x direct: {'MET' if ratio <= 1.25 else 'NOT MET'} "
+              f"({ratio:.2f}x)")
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({
+                "examples": args.examples, "concurrency": args.concurrency, "direct_s": direct,
+                "direct_runs_s": [direct_1, direct_2], "gateway_replay_s": through,
+                "eval_s": eval_s, "ratio": ratio}, indent=2))
+        return 0
+    finally:
+        if gw is not None:
+            gw.terminate()
+            try:
+                gw.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                gw.kill()
+        engine.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

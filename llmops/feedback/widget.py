@@ -23,6 +23,7 @@ from typing import Any
 
 from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
+from llmops.feedback.records import feedback_problem
 from llmops.lakehouse import append_rows, table_path
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
@@ -133,16 +134,9 @@ def _resolve_chain(ref: str | None, settings: Settings | None) -> tuple[str | No
 
 def _check(rating: Any, score: Any, correction: Any, comment: Any) -> None:
     """The gateway's rules for a piece of feedback (``POST /v1/feedback``)."""
-    if rating is not None and (isinstance(rating, bool) or rating not in (-1, 1)):
-        raise LlmopsError("the rating must be -1 (thumbs down) or 1 (thumbs up)")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, int)
-                              or not 1 <= score <= 5):
-        raise LlmopsError("the score must be an integer from 1 to 5")
-    for name, text in (("correction", correction), ("comment", comment)):
-        if text is not None and not isinstance(text, str):
-            raise LlmopsError(f"the {name} must be a string")
-    if rating is None and score is None and not (correction or comment):
-        raise LlmopsError("give a thumbs up or down, a score, a correction or a comment")
+    problem = feedback_problem(rating, score, correction, comment)
+    if problem:
+        raise LlmopsError(problem)
 
 
 def _is_logged(settings: Settings, request_id: str) -> bool:

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llmops.feedback.records import feedback_problem
 from llmops.serving.adapters import AdapterRegistry
 from llmops.serving.admin import admin_routes, ensure_adapter
 from llmops.serving.auth import ApiKey, KeyRing
@@ -411,18 +412,11 @@ class Gateway:
             if not isinstance(target, str) or not target:
                 raise HTTPError(400, "'request_id' must be a string")
             rating, score = payload.get("rating"), payload.get("score")
-            if rating is not None and (isinstance(rating, bool) or rating not in (-1, 1)):
-                raise HTTPError(400, "'rating' must be -1 (thumbs down) or 1 (thumbs up)")
-            if score is not None and (isinstance(score, bool) or not isinstance(score, int)
-                                      or not 1 <= score <= 5):
-                raise HTTPError(400, "'score' must be an integer from 1 to 5")
-            for field in ("correction", "comment", "user", "source"):
-                if payload.get(field) is not None and not isinstance(payload[field], str):
-                    raise HTTPError(400, f"'{field}' must be a string")
-            if rating is None and score is None and not any(
-                    (payload.get(f) or "").strip() for f in ("correction", "comment")):
-                raise HTTPError(400, "feedback needs a 'rating', a 'score', a 'correction' "
-                                     "or a 'comment'")
+            problem = feedback_problem(
+                rating, score, payload.get("correction"), payload.get("comment"),
+                user=payload.get("user"), source=payload.get("source"))
+            if problem:
+                raise HTTPError(400, problem)
             if not self.requests.contains(target):
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
         except HTTPError as err:

@@ -5,8 +5,10 @@ the registered RAG chain pointed at the gateway, ``--concurrency`` predictions
 at a time. The gateway logs every chat request the chain made; those exact
 request bodies are then sent straight to vLLM with the same concurrency, and
 (to tell the gateway's share from the harness's) through the gateway again
-without the harness. Order: a warm-up evaluation, then direct, evaluation,
-direct again (the direct time is the mean of the two).
+without the harness, and the chain itself (retrieval, prompt, chat model through
+the gateway) answers every question without the harness. Order: a warm-up
+evaluation, the capture run, then direct, evaluation, direct again (the direct
+time is the mean of the two), the gateway replay and the chain alone.
 
 Target: the evaluation takes at most 1.25x the direct time.
 
@@ -66,6 +68,18 @@ def replay(url: str, bodies: list[bytes], concurrency: int) -> float:
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(send, bodies))
         return time.perf_counter() - start
+
+
+def answer_all(ref: str, settings, gateway_url: str, questions: list[str],
+               concurrency: int) -> float:
+    """The chain (retrieval, prompt, chat model via the gateway) on every question, no harness."""
+    from llmops.chains.registry import load_at_endpoint, model_version
+
+    model, _ = load_at_endpoint(model_version(ref, settings), gateway_url + "/v1")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda q: model.predict([{"question": q}]), questions))
+    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -151,12 +165,15 @@ def main() -> int:
         eval_s, report = evaluate(data)
         direct_2 = replay(engine_url, bodies, args.concurrency)
         through = replay(gateway_url, bodies, args.concurrency)
+        chain_s = answer_all(ref, settings, gateway_url, [r["question"] for r in rows],
+                             args.concurrency)
         direct = (direct_1 + direct_2) / 2
         ratio = eval_s / direct
         print()
         print(f"{'side':<34}{'seconds':>9}{'examples/s':>12}{'ratio':>8}")
         for label, secs in (("direct to vLLM (mean of 2)", direct),
                             ("same prompts through the gateway", through),
+                            ("the chain's answers, no harness", chain_s),
                             ("llmops eval run via the gateway", eval_s)):
             print(f"{label:<34}{secs:9.1f}{args.examples / secs:12.1f}{secs / direct:8.2f}")
         print(f"direct runs: {direct_1:.1f} s and {direct_2:.1f} s; concurrency "
@@ -167,7 +184,7 @@ def main() -> int:
             Path(args.json_out).write_text(json.dumps({
                 "examples": args.examples, "concurrency": args.concurrency, "direct_s": direct,
                 "direct_runs_s": [direct_1, direct_2], "gateway_replay_s": through,
-                "eval_s": eval_s, "ratio": ratio}, indent=2))
+                "chain_s": chain_s, "eval_s": eval_s, "ratio": ratio}, indent=2))
         return 0
     finally:
         if gw is not None:

@@ -44,6 +44,10 @@ def connect(settings: Settings) -> str:
         _check_server(settings)
     else:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # SQLAlchemy's default pool (5 + 10 overflow) is smaller than the threads an
+        # evaluation run writes traces from; past it, writes time out and results are lost.
+        os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "32")
+        os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "32")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
     return ensure_experiment(settings)

@@ -38,30 +38,117 @@ class EvalReport:
 
 
 @contextlib.contextmanager
-def _workers(concurrency: int) -> Iterator[None]:
-    """``mlflow.genai.evaluate`` reads its prediction thread count from the environment."""
-    old = os.environ.get("MLFLOW_GENAI_EVAL_MAX_WORKERS")
-    os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(concurrency)
+def _no_framework_autolog() -> Iterator[None]:
+    """LangChain and OpenAI autologging off while the harness runs, then as they were.
+
+    The harness turns them on for the run, which adds a span per chain step to every
+    row's trace (each one more store writes); the row's trace keeps the chain's
+    inputs and outputs without them.
+    """
+    from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
+
+    before = {flavor: dict(AUTOLOGGING_INTEGRATIONS.get(flavor) or {})
+              for flavor in ("langchain", "openai")}
+    for flavor in before:
+        with contextlib.suppress(Exception):
+            _autolog(flavor)(disable=True, silent=True)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MLFLOW_GENAI_EVAL_MAX_WORKERS", None)
-        else:
-            os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = old
+        for flavor, config in before.items():
+            if config and not config.get("disable", False):
+                with contextlib.suppress(Exception):
+                    _autolog(flavor)(**config)
 
 
-def _predictor(model: Any) -> Any:
-    import mlflow
+def _autolog(flavor: str) -> Any:
+    import importlib
 
-    @mlflow.trace(name="chain")
-    def predict(question: str) -> dict[str, Any]:
+    return importlib.import_module(f"mlflow.{flavor}").autolog
+
+
+@contextlib.contextmanager
+def _harness_settings(concurrency: int) -> Iterator[None]:
+    """``mlflow.genai.evaluate`` reads its settings from the environment.
+
+    Predictions run ``concurrency`` at a time, without the harness's rate limiter
+    (it starts at 10 requests/s, meant for hosted APIs; ours is the project's own
+    endpoint or an in-process model), and without the extra prediction it makes
+    to validate the trace (the predict function is traced already).
+    """
+    wanted = {
+        "MLFLOW_GENAI_EVAL_MAX_WORKERS": str(concurrency),
+        "MLFLOW_GENAI_EVAL_MAX_SCORER_WORKERS": "2",  # the scorers are quick local functions
+        "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT": "0",
+        "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
+        "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
+    }
+    old = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class _Predictions:
+    """The chain's answers, computed ``concurrency`` at a time ahead of the harness.
+
+    ``mlflow.genai.evaluate`` writes each row's trace and assessments to the
+    store from its prediction threads; writing there costs more CPU than a
+    prediction through an endpoint. Asked in-line, the engine sat idle while the
+    threads wrote. So every answer is requested up front, and the harness's
+    predict function only waits for its row's answer (traced as usual): the
+    engine stays busy while rows are logged.
+    """
+
+    def __init__(self, model: Any, questions: list[str], concurrency: int) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.model = model
+        self.questions = questions
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="llmops-eval")
+        self.pending: dict[str, Any] = {}
+        self._started = threading.Lock()
+
+    def _start(self) -> None:
+        """Ask every question; called from the harness's first prediction, once its set-up
+        (import hooks for autologging) is done, so no import races that set-up."""
+        from collections import deque
+
+        with self._started:
+            if self.pending:
+                return
+            for question in self.questions:
+                self.pending.setdefault(question, deque()).append(
+                    self.pool.submit(self._answer, question))
+
+    def _answer(self, question: str) -> dict[str, Any]:
         start = time.perf_counter()
-        answer = model.predict([{"question": question}])[0]
+        answer = self.model.predict([{"question": question}])[0]
         return {"answer": answer.get("answer", ""), "sources": list(answer.get("sources", [])),
                 "latency_ms": (time.perf_counter() - start) * 1000}
 
-    return predict
+    def predict_fn(self) -> Any:
+        import mlflow
+
+        @mlflow.trace(name="chain")
+        def predict(question: str) -> dict[str, Any]:
+            self._start()
+            queue = self.pending.get(question)
+            if not queue:  # not asked ahead (the harness retried a row): ask now
+                return self._answer(question)
+            return queue.popleft().result()
+
+        return predict
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _means(metrics: dict[str, Any]) -> dict[str, float]:
@@ -109,7 +196,6 @@ def evaluate_chain(
     scorers = default_scorers()
     if judge and endpoint:
         scorers.append(judge_scorer(endpoint, judge_model, os.environ.get(api_key_env)))
-    predict = _predictor(model)
     report = EvalReport(run_id="", model_uri=model_uri, name=version.name,
                         version=str(version.version))
     start = time.perf_counter()
@@ -124,16 +210,19 @@ def evaluate_chain(
                 log.warning("dataset %s has no rows; skipped", dataset.name)
                 continue
             # the harness prints a banner per run to stdout; llmops prints its own summary
-            with mlflow.start_run(run_name=dataset.name, nested=True), _workers(concurrency), \
-                    contextlib.redirect_stdout(io.StringIO()):
+            answers = _Predictions(model, [r["question"] for r in dataset.rows], concurrency)
+            with mlflow.start_run(run_name=dataset.name, nested=True), _harness_settings(concurrency), \
+                    _no_framework_autolog(), contextlib.redirect_stdout(io.StringIO()):
                 try:
                     result = mlflow.genai.evaluate(data=dataset.records(), scorers=scorers,
-                                                   predict_fn=predict)
+                                                   predict_fn=answers.predict_fn())
                 except Exception as exc:  # noqa: BLE001 - the harness wraps the chain's errors
                     raise EvaluationError(
                         f"evaluating {model_uri} on '{dataset.name}' failed: "
                         f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     ) from exc
+                finally:
+                    answers.close()
             means = _means(result.metrics)
             report.metrics[dataset.name] = means
             mlflow.log_metrics({f"{dataset.name}.{k}": v for k, v in means.items()})

@@ -76,7 +76,10 @@ def _client_proc(url, model, tokens, concurrency, requests, prefix, out_q) -> No
     import httpx
 
     async def run() -> list[tuple[float, float, int]]:
-        limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
+        # idle connections expire before the servers' 5 s keep-alive does, so that a request
+        # never goes out on a connection the server is closing
+        limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency,
+                              keepalive_expiry=2.0)
         async with httpx.AsyncClient(timeout=600, limits=limits) as client:
             queue: asyncio.Queue[int] = asyncio.Queue()
             for i in range(requests):
@@ -166,7 +169,8 @@ def register_random_adapter(settings, model_path: str, rank: int) -> str:
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    folder = Path(tempfile.mkdtemp(prefix="bench-lora-"))
+    work = Path(tempfile.mkdtemp(prefix="bench-lora-"))
+    folder = work / "adapter"  # the registered model keeps the folder's name
     get_peft_model(model, lora).save_pretrained(folder)
     connect(settings)
     with mlflow.start_run(run_name="bench-lora"):
@@ -174,7 +178,7 @@ def register_random_adapter(settings, model_path: str, rank: int) -> str:
             "llmops.kind": "adapter", **base.tags(), "llmops.method": "random",
             "llmops.lora_rank": str(rank)}, settings)
     promote_adapter("bench-lora", "production", packaged.version, settings)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     return "bench-lora"
 
 

@@ -85,8 +85,16 @@ def log_adapter(adapter_dir: Path, base: BaseModelRef, name: str, tags: dict[str
     Called last in a job, after training and evaluation succeeded: a failure
     before this point leaves no model version behind.
     """
+    import shutil
+    import tempfile
+
     from mlflow import MlflowClient
 
+    staged = None
+    if adapter_dir.name != ADAPTER_ARTIFACT:
+        # MLflow stores an artifact folder under its own name; loading expects "adapter"
+        staged = Path(tempfile.mkdtemp(prefix="llmops-adapter-"))
+        adapter_dir = Path(shutil.copytree(adapter_dir, staged / ADAPTER_ARTIFACT))
     try:
         info = mlflow.pyfunc.log_model(
             name="adapter",
@@ -104,6 +112,9 @@ def log_adapter(adapter_dir: Path, base: BaseModelRef, name: str, tags: dict[str
         raise FinetuneError(
             f"logging the adapter failed: {exc.__class__.__name__}: {exc}".splitlines()[0]
         ) from exc
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     if description:
         MlflowClient().update_model_version(name, version.version, description)

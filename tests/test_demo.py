@@ -34,11 +34,11 @@ def test_demo_runs_the_whole_loop(project: Path) -> None:
     assert len(feedback) == 12 and set(feedback["request_id"]) <= set(log["request_id"])
     assert len(read_table(lake, "index_runs")) == 1
     # the first chain passed the gate on fixed thresholds; the adapter's chain was gated too
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / '.llmops' / 'dev' / 'mlflow.db'}")
-    client = MlflowClient()
+    # the demo's own store (set explicitly: other tests leave a registry URI behind)
+    uri = f"sqlite:///{project / '.llmops' / 'dev' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     first, tuned = (client.get_model_version("docs-qa", v) for v in ("1", "2"))
     assert first.tags["llmops.gate.status"] == "passed"
     assert tuned.tags["llmops.adapter"] == "docs-qa-lora/1"

@@ -89,7 +89,10 @@ def _client_proc(url, model, tokens, concurrency, requests, prefix, out_q) -> No
             async def worker() -> None:
                 while not queue.empty():
                     i = queue.get_nowait()
-                    results.append(await _one(client, url, model, tokens, f"{prefix}-{i}"))
+                    try:
+                        results.append(await _one(client, url, model, tokens, f"{prefix}-{i}"))
+                    except httpx.HTTPError as exc:  # counted, not fatal: the run goes on
+                        results.append((-1.0, -1.0, -1, f"{type(exc).__name__}"))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return results
@@ -112,6 +115,11 @@ def load(url: str, model: str, tokens: int, concurrency: int, requests: int, pro
     wall = time.perf_counter() - t0
     for w in workers:
         w.join()
+    failed = [r for r in results if r[2] < 0]
+    if failed:
+        print(f"  {prefix}: {len(failed)} of {len(results)} requests failed "
+              f"({', '.join(sorted({r[3] for r in failed}))})", flush=True)
+    results = [r for r in results if r[2] >= 0]
     ttft = sorted(r[0] for r in results)
     lat = sorted(r[1] for r in results)
     out_tokens = sum(r[2] for r in results)
@@ -122,7 +130,7 @@ def load(url: str, model: str, tokens: int, concurrency: int, requests: int, pro
     return {"req_s": len(results) / wall, "tok_s": out_tokens / wall,
             "ttft_p50": statistics.median(ttft) * 1000, "ttft_p99": pct(ttft, 0.99),
             "lat_p50": statistics.median(lat) * 1000, "lat_p99": pct(lat, 0.99),
-            "requests": len(results), "wall": wall, "tokens": out_tokens,
+            "requests": len(results), "failed": len(failed), "wall": wall, "tokens": out_tokens,
             "_ttft": ttft, "_lat": lat}
 
 
@@ -139,7 +147,8 @@ def pooled(runs: list[dict]) -> dict[str, float]:
             "tok_s": sum(r["tokens"] for r in runs) / wall,
             "ttft_p50": statistics.median(ttft) * 1000, "ttft_p99": pct(ttft, 0.99),
             "lat_p50": statistics.median(lat) * 1000, "lat_p99": pct(lat, 0.99),
-            "requests": sum(r["requests"] for r in runs)}
+            "requests": sum(r["requests"] for r in runs),
+            "failed": sum(r.get("failed", 0) for r in runs)}
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -303,7 +312,7 @@ def main() -> int:
                                      args.client_procs, f"{side}-{model}-c{conc}-r{rnd}")
                             runs[side].append(r)
                             if side == "gateway":
-                                sent_through_gateway += r["requests"]
+                                sent_through_gateway += r["requests"] + r["failed"]
                     res = {side: pooled(rs) for side, rs in runs.items()}
                     table.append((conc, model, res))
                     print(f"concurrency {conc}, {model}: done", flush=True)

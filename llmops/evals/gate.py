@@ -97,7 +97,6 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
 
     from llmops.chains.registry import model_version, promote
     from llmops.lakehouse import append_rows
-    from llmops.serving.wal import utcnow
 
     settings = settings or load_settings()
     config = config or load_gate_config(settings)
@@ -142,7 +141,8 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
         client.set_model_version_tag(name, candidate.version, key, value)
     append_rows(settings.lakehouse, "eval_results", [{
         "run_id": result.candidate_report.run_id if result.candidate_report else "",
-        "ts": utcnow(), "model_uri": f"models:/{name}/{candidate.version}", "dataset": "gate",
+        "ts": datetime.now(timezone.utc), "model_uri": f"models:/{name}/{candidate.version}",
+        "dataset": "gate",
         "metric": "gate_passed", "value": 1.0 if result.passed else 0.0}])
     if result.passed:
         promote(name, config.baseline_alias, int(candidate.version), settings=settings, user=user)

@@ -182,9 +182,8 @@ def run_monitor(settings: Settings | None = None, config: MonitorConfig | None =
             saved.write_bytes(plot.read_bytes())
             report.plot = saved
     if record:
-        from llmops.serving.wal import utcnow
 
-        now = utcnow()
+        now = datetime.now(timezone.utc)
         rows = []
         for g in report.groups:
             mine = [b for b in report.breaches

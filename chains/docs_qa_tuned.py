@@ -20,8 +20,8 @@ from llmops.chains import (
 CONFIG = {
     "prompt": "qa@production",
     "retriever": {"collection": "docs", "k": 3},
-    "chat_model": {"kind": "local", "model": "tiny", "max_tokens": 48,
-                   "adapter": "docs-qa-lora@production"},
+    # the project's chat model (llmops.yaml), with the adapter on top
+    "chat_model": {"adapter": "docs-qa-lora@production"},
     "description": "Answers questions about llmops from its documentation, with sources, "
                    "on the LoRA adapter fine-tuned from user feedback.",
 }

@@ -44,8 +44,9 @@ class ChatModelSettings(BaseModel):
         description="'local': transformers in this process; 'openai': any OpenAI-compatible endpoint.",
     )
     model: str = Field(
-        "tiny",
-        description="'tiny' (the offline model, built on first use), a local path, or a model id.",
+        "smollm2",
+        description="'smollm2' (SmolLM2-135M-Instruct, offline, built on first use), 'tiny' (a "
+                    "random model for plumbing tests), a local path, or a model id.",
     )
     base_url: str | None = Field(None, description="Endpoint URL for kind 'openai'.")
     api_key_env: str = Field(
@@ -128,6 +129,14 @@ class Settings(BaseModel):
     def state_dir(self) -> Path:
         """``.llmops/<env>`` under the project root."""
         return self.root / ".llmops" / self.env
+
+    @property
+    def base_model(self) -> str:
+        """The base model the engine serves and adapters train on: the local chat model's
+        (``chat_model.model``), else the offline default."""
+        if self.chat_model.kind == "local":
+            return self.chat_model.model
+        return "smollm2"
 
     @property
     def is_remote_tracking(self) -> bool:

@@ -66,10 +66,9 @@ class ConfigError(LlmopsError):
 class MissingExtraError(LlmopsError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"'{module}' is not installed: run pip install 'llmops[{extra}]'"
-        )
+    def __init__(self, module: str, extra: str, hint: str | None = None) -> None:
+        fix = hint or f"run pip install 'llmops[{extra}]'"
+        super().__init__(f"'{module}' is not installed: {fix}")
         self.module = module
         self.extra = extra
 

@@ -56,6 +56,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(models_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct converted once per session into the shared models folder.
+
+    Only tests about the model's quality use it; plumbing tests use ``tiny``.
+    """
+    from llmops.models import ensure_smollm2
+
+    return ensure_smollm2(models_dir)
+
+
 PROJECT_YAML = """\
 project: test-project
 models_dir: {models_dir}

@@ -64,4 +64,12 @@ def test_no_project_file_uses_embedded_defaults(tmp_path: Path, monkeypatch: pyt
     settings = load_settings()
     assert settings.project == "llmops"
     assert settings.root == tmp_path.resolve()
-    assert settings.chat_model.kind == "local" and settings.chat_model.model == "tiny"
+    assert settings.chat_model.kind == "local" and settings.chat_model.model == "smollm2"
+    assert settings.base_model == "smollm2"
+
+
+def test_the_applications_base_model_is_smollm2() -> None:
+    from tests.conftest import REPO
+
+    app = load_settings(root=REPO)
+    assert app.chat_model.model == "smollm2" and app.base_model == "smollm2"

@@ -1,7 +1,16 @@
-"""`llmops demo`: the main job, end to end, in a fresh process (vLLM included)."""
+"""`llmops demo`: the main job, end to end on SmolLM2-135M-Instruct, in a fresh process.
+
+The one slow test that runs the real model through the whole loop, so it is
+where the loop's quality claims are checked against what the demo stored:
+retrieval helps, the gate rejects the closed-book candidate, fine-tuning on
+corrections helps on held-out paraphrases, the served adapter answers
+differently from the base, and the printed figures are the stored ones.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,40 +19,106 @@ import pytest
 from tests.conftest import REPO, run_cli
 
 
+def _golden() -> dict[str, dict]:
+    rows = [json.loads(x) for x in (REPO / "evals" / "golden.jsonl").read_text().splitlines() if x]
+    return {r["question"]: r for r in rows}
+
+
 @pytest.mark.slow
-def test_demo_runs_the_whole_loop(project: Path) -> None:
+def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
+                                             models_dir: Path) -> None:
     for folder in ("serving", "evals", "finetune"):
         shutil.copytree(REPO / folder, project / folder)
+    app = (REPO / "llmops.yaml").read_text()
+    (project / "llmops.yaml").write_text(app + f"models_dir: {models_dir}\n")
     out = run_cli("demo", cwd=project, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout
-    for step in range(1, 10):
-        assert f"[{step}/9]" in text
-    assert "sources:" in text and "chain Q:" in text and "openai client:" in text
-    assert "hot-loaded as docs-qa-lora-v1" in text and "monitor:" in text
-    assert "engine and gateway stopped" in text and text.rstrip().endswith("demo finished")
+    for step in range(1, 11):
+        assert re.search(rf"^\[{step}/10\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
+    assert f"base model: smollm2 ({smollm2_dir})" in text
+    # written for a person: no library log lines, warnings or loading bars
+    for noise in (" INFO ", "WARNING", "Warning:", "Loading weights", "it/s]"):
+        assert noise not in text and noise not in out.stderr, noise
+    assert "mlflow ui --backend-store-uri sqlite:///" in text and "llmops --env dev serve" in text
+    assert text.rstrip().endswith("demo finished")
+
+    from mlflow import MlflowClient
+
+    from llmops.evals.scorers import fact_hit
     from llmops.lakehouse import read_table
 
     lake = project / ".llmops" / "dev" / "lakehouse"
-    log = read_table(lake, "inference_log")
-    assert sorted(log["endpoint"]) == (["/v1/chains/docs-qa/invoke"] * 12
-                                       + ["/v1/chat/completions"] * 2)
-    assert set(log[log["endpoint"] == "/v1/chat/completions"]["model"]) == {
-        "base", "docs-qa-lora-v1"}
-    feedback = read_table(lake, "feedback")
-    assert len(feedback) == 12 and set(feedback["request_id"]) <= set(log["request_id"])
-    assert len(read_table(lake, "index_runs")) == 1
-    # the first chain passed the gate on fixed thresholds; the adapter's chain was gated too
-    from mlflow import MlflowClient
-
-    # the demo's own store (set explicitly: other tests leave a registry URI behind)
     uri = f"sqlite:///{project / '.llmops' / 'dev' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    first, tuned = (client.get_model_version("docs-qa", v) for v in ("1", "2"))
-    assert first.tags["llmops.gate.status"] == "passed"
-    assert tuned.tags["llmops.adapter"] == "docs-qa-lora/1"
-    assert tuned.tags["llmops.gate.status"] in ("passed", "rejected")
-    gates = read_table(lake, "eval_results")
-    assert sorted(gates[gates["metric"] == "gate_passed"]["model_uri"]) == [
-        "models:/docs-qa/1", "models:/docs-qa/2"]
+    status = {v: client.get_model_version("docs-qa", v).tags.get("llmops.gate.status")
+              for v in ("1", "2", "3")}
+    results = read_table(lake, "eval_results")
+
+    def golden(model_uri: str, metric: str) -> float:
+        rows = results[(results["model_uri"] == model_uri) & (results["dataset"] == "golden")
+                       & (results["metric"] == metric)]
+        return float(rows["value"].iloc[-1])
+
+    # retrieval measurably helps: the closed-book candidate scores lower and the gate rejects it
+    assert status["1"] == "passed" and status["2"] == "rejected"
+    with_rag, closed = "models:/docs-qa/1", "models:/docs-qa/2"
+    assert golden(with_rag, "fact_hit") > golden(closed, "fact_hit")
+    assert golden(with_rag, "token_f1") > golden(closed, "token_f1")
+    assert client.get_model_version("docs-qa", "2").tags["llmops.rejected"]
+    assert (f"golden set with retrieval:    token F1 {golden(with_rag, 'token_f1'):.3f}, "
+            f"fact hit {golden(with_rag, 'fact_hit'):.3f}") in text
+    # the gate ran where it applies only: no source_hit on the feedback set
+    feedback_metrics = set(results[results["dataset"] == "feedback"]["metric"])
+    assert "source_hit" not in feedback_metrics and "fact_hit" not in feedback_metrics
+
+    # simulated users: thumbs up exactly when the answer holds the reference fact
+    log = read_table(lake, "inference_log")
+    chain_rows = log[log["endpoint"] == "/v1/chains/docs-qa/invoke"]
+    assert len(chain_rows) == 12
+    feedback = read_table(lake, "feedback").merge(chain_rows, on="request_id")
+    assert len(feedback) == 12
+    by_question = _golden()
+    for _, row in feedback.iterrows():
+        question = json.loads(row["request"])["question"]
+        answer = json.loads(row["response"])["answer"]
+        assert (row["rating"] == 1) == bool(fact_hit(answer, by_question[question]["fact"]))
+    ups = int((feedback["rating"] == 1).sum())
+    assert f"{ups} up, {12 - ups} down with corrections" in text
+    assert 0 < ups < 12
+
+    # fine-tuning on the corrections helps on held-out paraphrases of the corrected questions
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`llmops.kind` = 'finetune'")
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert metrics["eval_rows"] == 12 - ups
+    assert metrics["eval_adapter_token_f1"] > metrics["eval_base_token_f1"]
+    assert (f"token F1 base {metrics['eval_base_token_f1']:.3f} -> adapter "
+            f"{metrics['eval_adapter_token_f1']:.3f}") in text
+
+    # the served adapter answers a corrected question differently from the base (greedy)
+    chats = log[log["endpoint"] == "/v1/chat/completions"]
+    corrected = {json.loads(r)["question"] for r in feedback[feedback["rating"] == -1]["request"]}
+    asked: dict[str, dict[str, str]] = {}
+    for _, row in chats.iterrows():
+        messages = json.loads(row["request"]).get("messages") or []
+        if len(messages) == 1 and messages[0]["content"] in corrected:
+            reply = json.loads(row["response"])["choices"][0]["message"]["content"]
+            asked.setdefault(messages[0]["content"], {})[row["model"]] = reply
+    assert len(asked) == 1
+    (replies,) = asked.values()
+    assert set(replies) == {"base", "docs-qa-lora-v1"}
+    assert replies["base"] != replies["docs-qa-lora-v1"]
+
+    # the adapter's chain was gated: what was printed is what was stored
+    assert client.get_model_version("docs-qa", "3").tags["llmops.adapter"] == "docs-qa-lora/1"
+    printed = re.search(r"^\[10/10\] gate: docs-qa/3 .*: (passed|rejected)", text, re.M)
+    assert printed and status["3"] == printed.group(1)
+    production = client.get_model_version_by_alias("docs-qa", "production").version
+    assert production == ("3" if status["3"] == "passed" else "1")
+
+    # monitoring reports the real thumbs-up rate
+    assert f"thumbs-up rate {ups / 12:.2f}" in text
     assert len(read_table(lake, "monitoring")) >= 1
+    assert len(read_table(lake, "index_runs")) == 1

@@ -45,8 +45,11 @@ def test_indexing_and_lakehouse_exports() -> None:
 
 def test_models_exports() -> None:
     assert set(llmops.models.__all__) == {
-        "TINY", "TinyModelConfig", "build_tiny_model", "ensure_tiny_model", "tiny_model_id",
+        "DEFAULT_MODEL", "OFFLINE_MODELS", "SMOLLM2", "TINY", "BuiltModel", "TinyModelConfig",
+        "build_model", "build_smollm2", "build_tiny_model", "ensure_model", "ensure_smollm2",
+        "ensure_tiny_model", "list_models", "resolve_model", "smollm2_model_id", "tiny_model_id",
     }
+    assert llmops.models.DEFAULT_MODEL == "smollm2"
 
 
 def test_serving_exports() -> None:

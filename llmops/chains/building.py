@@ -27,6 +27,7 @@ __all__ = [
     "chain_prompt",
     "chain_retriever",
     "chain_versions",
+    "merge_chat_settings",
     "resolve_prompt",
     "resolve_retriever",
 ]
@@ -61,16 +62,24 @@ def chain_prompt(config: ChainConfig, settings: Settings | None = None) -> BaseP
     return to_langchain(to_template(get_version(config.prompt, settings)))
 
 
+def merge_chat_settings(own: ChatModelSettings | None, env: ChatModelSettings) -> ChatModelSettings:
+    """A chain's chat model: the fields its file sets, laid over the environment's."""
+    if own is None:
+        return env
+    return env.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
+
+
 def _chat_settings(
     config: ChainConfig, settings: Settings | None
 ) -> tuple[ChatModelSettings, Settings | None]:
-    if config.chat_model is not None:
-        return config.chat_model, settings
+    own = config.chat_model
+    if own is not None and own.model_fields_set >= set(ChatModelSettings.model_fields):
+        return own, settings  # written out in full (a logged chain): no environment needed
     settings = settings or load_settings()
-    return settings.chat_model, settings
+    return merge_chat_settings(config.chat_model, settings.chat_model), settings
 
 
-_BINDABLE = ("temperature", "max_tokens")
+_BINDABLE = ("temperature", "max_tokens", "stop")
 
 
 def _prompt_parameters(config: ChainConfig, settings: Settings | None) -> dict[str, Any]:
@@ -138,6 +147,7 @@ def resolve_retriever(config: ChainConfig, settings: Settings) -> RetrieverConfi
     return RetrieverConfig(
         collection=collection,
         k=config.retriever.k or settings.index.top_k,
+        search=config.retriever.search or settings.index.search,
         chroma=settings.chroma,
         embedder=settings.index.embedder,
         index_version=version,
@@ -156,10 +166,12 @@ def chain_retriever(config: ChainConfig, settings: Settings | None = None) -> Ba
         rc = RetrieverConfig(
             collection=rc.collection or settings.index.collection,
             k=rc.k or settings.index.top_k,
+            search=rc.search or settings.index.search,
             chroma=settings.chroma,
             embedder=settings.index.embedder,
         )
+    # a chain logged before search was pinned keeps the embeddings-only search it was logged with
     return IndexRetriever(
         collection=rc.collection or "docs", chroma=rc.chroma, embedder=rc.embedder or "minilm",
-        k=rc.k or 3,
+        k=rc.k or 3, search=rc.search or "dense",
     )

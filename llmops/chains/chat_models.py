@@ -43,7 +43,7 @@ def _load(path: str, adapter_path: str | None = None) -> tuple[Any, Any]:
             except (OSError, ValueError) as exc:
                 raise ChatModelError(
                     f"cannot load the local chat model '{path}': {exc.__class__.__name__}; "
-                    "check chat_model.model in llmops.yaml (a folder, 'tiny', or a model id)"
+                    "check chat_model.model in llmops.yaml (a folder, 'smollm2', 'tiny', or a model id)"
                 ) from exc
             if adapter_path:
                 try:
@@ -108,6 +108,8 @@ class LocalChatModel(BaseChatModel):
             gen.update(do_sample=True, temperature=temperature)
         else:
             gen.update(do_sample=False)
+        if stop:
+            gen.update(stop_strings=list(stop), tokenizer=tokenizer)
         with torch.inference_mode():
             out = model.generate(**enc, **gen)
         new = out[0][enc["input_ids"].shape[1] :]
@@ -124,12 +126,11 @@ class LocalChatModel(BaseChatModel):
 
 
 def resolve_local_model(model: str, models_dir: Path, docs_dir: Path | None = None) -> str:
-    """``tiny`` becomes the built offline model's folder; anything else is used as given."""
-    if model == "tiny":
-        from llmops.models import ensure_tiny_model
+    """An offline model's name (``smollm2``, ``tiny``) becomes its built folder; anything else
+    is used as given."""
+    from llmops.models.catalog import resolve_model
 
-        return str(ensure_tiny_model(models_dir, docs_dir))
-    return model
+    return resolve_model(model, models_dir, docs_dir)
 
 
 def build_chat_model(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,8 @@ class RetrieverConfig(BaseModel):
 
     collection: str | None = Field(None, description="Collection (default: index.collection).")
     k: int | None = Field(None, ge=1, le=100, description="Chunks per question (default: index.top_k).")
+    search: Literal["dense", "hybrid"] | None = Field(
+        None, description="'hybrid' (embeddings + BM25) or 'dense' (default: index.search).")
     chroma: ChromaSettings | None = Field(None, description="Where the collection is; set at log time.")
     embedder: str | None = Field(None, description="Embedder of the collection; set at log time.")
     index_version: str | None = Field(None, description="Index version at log time.")

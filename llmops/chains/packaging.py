@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import mlflow.pyfunc
 from pydantic import BaseModel
 
 import llmops
-from llmops.chains.building import resolve_prompt, resolve_retriever
+from llmops.chains.building import merge_chat_settings, resolve_prompt, resolve_retriever
 from llmops.chains.chat_models import resolve_local_model
 from llmops.chains.config import ChainConfig
 from llmops.config import Settings, load_settings
@@ -144,7 +145,7 @@ def log_chain(
     parse_ref(f"{model_name}@{alias}" if alias else model_name)  # a bad name or alias fails first
     connect(settings)
     prompt = resolve_prompt(config.prompt, settings)
-    chat = config.chat_model or settings.chat_model
+    chat = merge_chat_settings(config.chat_model, settings.chat_model)
     adapter = None
     if chat.adapter:
         # pin the adapter to an exact registered version, as the prompt is pinned
@@ -188,19 +189,23 @@ def log_chain(
              "llmops.chat_model": chat.model}
         )
         try:
-            info = mlflow.pyfunc.log_model(
-                name="chain",
-                python_model=str(file),
-                model_config=model_config,
-                # the signature comes from ChainModel.predict's type hints
-                input_example=INPUT_EXAMPLE,
-                pip_requirements=_requirements(),
-                # The llmops code the chain file imports travels with the model, so
-                # the model loads wherever its requirements are installed.
-                code_paths=[str(Path(llmops.__file__).parent)],
-                prompts=[prompt.uri],
-                tags=tags,
-            )
+            with warnings.catch_warnings():
+                # ChainModel.predict's dict values are typed Any on purpose (answers carry
+                # versions of several types); MLflow warns that it cannot validate them
+                warnings.filterwarnings("ignore", message=".*type hint is inferred as AnyType")
+                info = mlflow.pyfunc.log_model(
+                    name="chain",
+                    python_model=str(file),
+                    model_config=model_config,
+                    # the signature comes from ChainModel.predict's type hints
+                    input_example=INPUT_EXAMPLE,
+                    pip_requirements=_requirements(),
+                    # The llmops code the chain file imports travels with the model, so
+                    # the model loads wherever its requirements are installed.
+                    code_paths=[str(Path(llmops.__file__).parent)],
+                    prompts=[prompt.uri],
+                    tags=tags,
+                )
         except LlmopsError:
             raise
         except Exception as exc:

@@ -17,7 +17,7 @@ __all__ = ["serve"]
 @click.option("--engine-port", type=int, default=None,
               help="Engine port (default: serving/endpoint.yaml).")
 @click.option("--model", default=None,
-              help="The engine's model: 'tiny', a local model folder, or a model id.")
+              help="The engine's model: 'smollm2', 'tiny', a local model folder, or a model id.")
 @click.option("--served-model-name", default=None, help="The name clients put in 'model'.")
 @click.option("--dtype", default=None, help="Weights dtype (auto, bfloat16, float16, float32).")
 @click.option("--max-model-len", type=click.IntRange(16), default=None, help="Longest sequence.")

@@ -18,7 +18,7 @@ FEEDBACK = "feedback"
 
 @dataclass
 class EvalDataset:
-    """Rows of ``question`` / ``expected`` (and an optional ``source``), with their origin."""
+    """Rows of ``question`` / ``expected`` (optionally ``source`` and key ``fact``), with their origin."""
 
     name: str
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -30,6 +30,8 @@ class EvalDataset:
             expectations = {"expected_response": row["expected"]}
             if row.get("source"):
                 expectations["expected_source"] = row["source"]
+            if row.get("fact"):
+                expectations["expected_fact"] = row["fact"]
             out.append({"inputs": {"question": row["question"]}, "expectations": expectations})
         return out
 

@@ -17,7 +17,7 @@ from typing import Any
 from llmops.config import Settings, load_settings
 from llmops.errors import EvaluationError
 from llmops.evals.datasets import EvalDataset, load_eval_dataset
-from llmops.evals.scorers import default_scorers, judge_scorer
+from llmops.evals.scorers import default_scorers, judge_scorer, scorers_for
 from llmops.stores import connect
 
 __all__ = ["EvalReport", "evaluate_chain"]
@@ -214,7 +214,8 @@ def evaluate_chain(
             with mlflow.start_run(run_name=dataset.name, nested=True), _harness_settings(concurrency), \
                     _no_framework_autolog(), contextlib.redirect_stdout(io.StringIO()):
                 try:
-                    result = mlflow.genai.evaluate(data=dataset.records(), scorers=scorers,
+                    result = mlflow.genai.evaluate(data=dataset.records(),
+                                                   scorers=scorers_for(scorers, dataset.rows),
                                                    predict_fn=answers.predict_fn())
                 except Exception as exc:  # noqa: BLE001 - the harness wraps the chain's errors
                     raise EvaluationError(

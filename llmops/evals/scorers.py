@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any
 
-__all__ = ["default_scorers", "exact_match_score", "judge_scorer", "normalize_answer", "token_f1"]
+__all__ = ["default_scorers", "exact_match_score", "fact_hit", "judge_scorer", "normalize_answer",
+           "scorers_for", "token_f1"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -39,6 +40,12 @@ def exact_match_score(prediction: str, expected: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(expected))
 
 
+def fact_hit(prediction: str, fact: str) -> float:
+    """1.0 when the answer holds the key fact (both normalised), else 0.0."""
+    wanted = normalize_answer(fact)
+    return float(bool(wanted) and f" {wanted} " in f" {normalize_answer(prediction)} ")
+
+
 def _answer(outputs: Any) -> str:
     if isinstance(outputs, dict):
         return str(outputs.get("answer") or "")
@@ -46,7 +53,7 @@ def _answer(outputs: Any) -> str:
 
 
 def default_scorers() -> list[Any]:
-    """exact_match, token_f1, source_hit, answer_length (words) and latency_ms."""
+    """exact_match, token_f1, fact_hit, source_hit, answer_length (words) and latency_ms."""
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
 
@@ -67,6 +74,13 @@ def default_scorers() -> list[Any]:
         return Feedback(value=float(PurePosixPath(wanted).name in got),
                         rationale=f"retrieved {sorted(got)}")
 
+    @scorer(name="fact_hit")
+    def fact_hit_scorer(outputs: Any, expectations: dict[str, Any]) -> Feedback:
+        wanted = expectations.get("expected_fact")
+        if not wanted:
+            return Feedback(value=None, error="the example names no key fact")
+        return Feedback(value=fact_hit(_answer(outputs), wanted), rationale=f"looked for {wanted!r}")
+
     @scorer
     def answer_length(outputs: Any) -> float:
         return float(len(_answer(outputs).split()))
@@ -75,7 +89,18 @@ def default_scorers() -> list[Any]:
     def latency_ms(outputs: Any) -> float:
         return float((outputs or {}).get("latency_ms", 0.0)) if isinstance(outputs, dict) else 0.0
 
-    return [exact_match, token_f1_scorer, source_hit, answer_length, latency_ms]
+    return [exact_match, token_f1_scorer, fact_hit_scorer, source_hit, answer_length, latency_ms]
+
+
+# scorers that need an expectation some datasets lack (the feedback set names no source)
+NEEDS = {"source_hit": "source", "fact_hit": "fact"}
+
+
+def scorers_for(scorers: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+    """The scorers that apply to ``rows``: one that needs a column no row has is left out,
+    rather than recorded as an error on every row."""
+    return [s for s in scorers
+            if s.name not in NEEDS or any(row.get(NEEDS[s.name]) for row in rows)]
 
 
 JUDGE_PROMPT = (

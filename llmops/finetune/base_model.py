@@ -1,10 +1,10 @@
 """The base model an adapter is trained on: which one it is, and loading it.
 
 An adapter is only meaningful on top of the exact base it was trained on, so
-the base is recorded by identity, not copied: the offline tiny model by its
-content-addressed folder name (``tiny-<hash>``, rebuilt from the docs and the
-config in the record), a folder by its path and a hash of its ``config.json``,
-a model id as given.
+the base is recorded by identity, not copied: an offline model by its
+content-addressed folder name (``smollm2-<hash>``, converted again from the same
+GGUF file; ``tiny-<hash>``, rebuilt from the docs and the config in the record), a
+folder by its path and a hash of its ``config.json``, a model id as given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from llmops.lineage import content_hash
 __all__ = ["BaseModelRef", "load_base_model", "locate_base_model", "pick_device",
            "resolve_base_model"]
 
-_TINY_MARKER = "llmops_tiny.json"
+_OFFLINE = ("smollm2", "tiny")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class BaseModelRef:
 
     spec: str
     name: str
-    kind: Literal["tiny", "path", "hub"]
+    kind: Literal["smollm2", "tiny", "path", "hub"]
     path: str
     config_sha256: str
     rebuild: str
@@ -54,17 +54,20 @@ def _config_hash(folder: Path) -> str:
 
 
 def resolve_base_model(spec: str, models_dir: Path, docs_dir: Path | None) -> BaseModelRef:
-    """``tiny`` (built on first use), a local folder, or a model id (loaded by transformers)."""
-    if spec == "tiny":
-        from llmops.models import ensure_tiny_model
+    """An offline model (``smollm2``, ``tiny``; built on first use), a local folder, or a model
+    id (loaded by transformers)."""
+    if spec in _OFFLINE:
+        from llmops.models.catalog import ensure_model, model_marker
 
-        folder = ensure_tiny_model(models_dir, docs_dir)
-        marker = json.loads((folder / _TINY_MARKER).read_text(encoding="utf-8"))
+        folder = ensure_model(spec, models_dir, docs_dir)
+        marker = model_marker(folder) or {}
+        how = (f"from docs whose corpus hash is {marker.get('corpus_sha256')} and the recorded "
+               "tiny config" if spec == "tiny" else
+               f"from the GGUF file with SHA-256 {marker.get('gguf_sha256')}")
         return BaseModelRef(
-            spec=spec, name=folder.name, kind="tiny", path=str(folder),
+            spec=spec, name=folder.name, kind=spec, path=str(folder),  # type: ignore[arg-type]
             config_sha256=_config_hash(folder),
-            rebuild=f"llmops models tiny (from docs whose corpus hash is {marker['corpus_sha256']} "
-                    "and the recorded tiny config); it lands in models_dir/" + folder.name,
+            rebuild=f"llmops models build {spec} ({how}); it lands in models_dir/{folder.name}",
             tiny=marker,
         )
     folder = Path(spec).expanduser()
@@ -73,7 +76,7 @@ def resolve_base_model(spec: str, models_dir: Path, docs_dir: Path | None) -> Ba
         if not (folder / "config.json").is_file():
             raise FinetuneError(
                 f"cannot load the base model '{spec}': {folder} has no config.json; "
-                "pass 'tiny', a transformers model folder, or a model id"
+                "pass 'smollm2', 'tiny', a transformers model folder, or a model id"
             )
         return BaseModelRef(spec=spec, name=str(folder), kind="path", path=str(folder),
                             config_sha256=_config_hash(folder),
@@ -88,20 +91,21 @@ def locate_base_model(ref: dict[str, Any], models_dir: Path | None = None,
     if override:
         return override
     kind, name, path = ref.get("kind"), str(ref.get("name")), str(ref.get("path"))
-    if kind == "tiny":
+    if kind in _OFFLINE:
+        from llmops.models.catalog import ensure_model, model_marker
+
         candidates = [Path(path)] + ([Path(models_dir) / name] if models_dir else [])
         for folder in candidates:
-            if folder.name == name and (folder / _TINY_MARKER).is_file():
+            if folder.name == name and model_marker(folder) is not None:
                 return str(folder)
         if models_dir is not None:
-            from llmops.models import ensure_tiny_model
-
-            built = ensure_tiny_model(models_dir, docs_dir)
+            built = ensure_model(str(kind), models_dir, docs_dir)
             if built.name == name:
                 return str(built)
         raise FinetuneError(
-            f"the adapter's base model {name} is not on this machine and the docs here build a "
-            f"different tiny model: check out the commit it was trained at and run {ref.get('rebuild')}"
+            f"the adapter's base model {name} is not on this machine and this checkout builds a "
+            f"different {kind} model: check out the commit it was trained at and run "
+            f"{ref.get('rebuild')}"
         )
     if kind == "path":
         folder = Path(path)
@@ -160,7 +164,7 @@ def load_base_model(path: str, *, spec: str | None = None, device: str = "cpu",
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise FinetuneError(
             f"cannot load the base model '{label}': {exc.__class__.__name__}: {first}; "
-            "pass 'tiny', a transformers model folder, or a model id"
+            "pass 'smollm2', 'tiny', a transformers model folder, or a model id"
         ) from exc
     if not getattr(tokenizer, "chat_template", None):
         raise FinetuneError(

@@ -91,6 +91,10 @@ class EvaluationConfig(BaseModel):
     on_train: bool = Field(
         False, description="Also score the training rows (train_*_token_f1): how well the "
                            "corrections were learnt, not how well they generalise.")
+    data: str | None = Field(
+        None, description="A JSON lines file of question/expected rows (e.g. paraphrases of the "
+                          "corrected questions) scored instead of a held-out split; with it, "
+                          "every data row trains.")
 
 
 class FsdpConfig(BaseModel):
@@ -141,8 +145,9 @@ class FinetuneConfig(BaseModel):
     method: Literal["sft", "kto"] = Field(
         "sft", description="sft: prompt/completion pairs, loss on completions only; kto: thumbs-"
                            "labelled prompt/completion rows.")
-    base_model: str = Field(
-        "tiny", description="'tiny' (the offline model), a local model folder, or a model id.")
+    base_model: str | None = Field(
+        None, description="'smollm2', 'tiny' (the offline models), a local model folder, or a "
+                          "model id; default: the project's base model (chat_model.model).")
     data: str = Field(
         "feedback", description="'feedback' (built from the feedback table) or a JSON lines file.")
     registered_name: str = Field(

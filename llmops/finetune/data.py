@@ -25,8 +25,8 @@ from typing import Any
 from llmops.config import Settings
 from llmops.errors import FinetuneDataError
 
-__all__ = ["LINEAGE_KEYS", "REQUIRED_COLUMNS", "TrainingData", "as_chat", "load_training_data",
-           "read_rows", "split_rows"]
+__all__ = ["LINEAGE_KEYS", "REQUIRED_COLUMNS", "TrainingData", "as_chat", "load_eval_rows",
+           "load_training_data", "read_rows", "split_rows"]
 
 REQUIRED_COLUMNS = {"sft": ("prompt", "completion"), "kto": ("prompt", "completion", "label")}
 LINEAGE_KEYS = ("request_id", "feedback_id", "chain", "chain_version", "prompt_name",
@@ -198,3 +198,31 @@ def load_training_data(method: str, data: str | Path, settings: Settings, work_d
     sha = hashlib.sha256(file.read_bytes()).hexdigest()
     return TrainingData(method=method, source=source, file=file, sha256=sha, train=train,
                         heldout=heldout)
+
+
+def load_eval_rows(data: str | Path, settings: Settings) -> list[dict[str, Any]]:
+    """Rows an adapter is scored on instead of a held-out split: a JSON lines file of
+    ``question``/``expected`` (an evaluation set, ``fact`` kept) or ``prompt``/``completion``."""
+    file = Path(data)
+    if not file.is_absolute():
+        file = (settings.root / file) if not file.exists() else file.resolve()
+    if not file.is_file():
+        raise FinetuneDataError(f"evaluation data {data} does not exist: pass a JSON lines file")
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise FinetuneDataError(f"{file}:{number}: not valid JSON ({exc.msg})") from exc
+        prompt = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
+        completion = row.get("completion", row.get("expected")) if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not prompt.strip():
+            raise FinetuneDataError(f"{file}:{number}: an evaluation row needs question/expected "
+                                    "(or prompt/completion) strings")
+        rows.append({"prompt": prompt, "completion": completion, "label": True,
+                     **({"fact": row["fact"]} if isinstance(row.get("fact"), str) else {})})
+    if not rows:
+        raise FinetuneDataError(f"evaluation data {file} has no rows")
+    return rows

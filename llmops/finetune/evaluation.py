@@ -23,6 +23,9 @@ class EvalScores:
     adapter_token_f1: float
     rows: int
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # the share of answers holding the row's key fact, where the rows name one
+    base_fact_hit: float | None = None
+    adapter_fact_hit: float | None = None
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 48,
@@ -71,7 +74,7 @@ def evaluate_adapter(base_path: str, adapter_dir: Path, rows: list[dict[str, Any
     """Load base + the saved adapter (as a server would) and score both on ``rows``."""
     from peft import PeftModel
 
-    from llmops.evals.scorers import token_f1
+    from llmops.evals.scorers import fact_hit, token_f1
     from llmops.finetune.base_model import load_base_model
 
     base, tokenizer = load_base_model(base_path, device=device, bf16=bf16)
@@ -82,14 +85,22 @@ def evaluate_adapter(base_path: str, adapter_dir: Path, rows: list[dict[str, Any
     tuned = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
     with model.disable_adapter():
         plain = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+    facts = [r.get("fact") for r in rows]
     examples = [
         {"prompt": p, "expected": e, "base_answer": b, "adapter_answer": a,
-         "base_token_f1": token_f1(b, e), "adapter_token_f1": token_f1(a, e)}
-        for p, e, b, a in zip(prompts, expected, plain, tuned, strict=True)
+         "base_token_f1": token_f1(b, e), "adapter_token_f1": token_f1(a, e),
+         **({"fact": f, "base_fact_hit": fact_hit(b, f), "adapter_fact_hit": fact_hit(a, f)}
+            if f else {})}
+        for p, e, b, a, f in zip(prompts, expected, plain, tuned, facts, strict=True)
     ]
+    with_fact = [x for x in examples if "fact" in x]
     return EvalScores(
         base_token_f1=mean_token_f1(plain, expected),
         adapter_token_f1=mean_token_f1(tuned, expected),
         rows=len(rows),
         examples=examples,
+        base_fact_hit=(sum(x["base_fact_hit"] for x in with_fact) / len(with_fact)
+                       if with_fact else None),
+        adapter_fact_hit=(sum(x["adapter_fact_hit"] for x in with_fact) / len(with_fact)
+                          if with_fact else None),
     )

@@ -12,6 +12,7 @@ others.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import ConfigError, FinetuneError
 from llmops.finetune.base_model import BaseModelRef, resolve_base_model
 from llmops.finetune.config import FinetuneConfig, check_servable, load_finetune_config
-from llmops.finetune.data import TrainingData, load_training_data
+from llmops.finetune.data import TrainingData, load_eval_rows, load_training_data
 from llmops.lineage import git_commit
 from llmops.refs import adapter_served_name, parse_ref
 
@@ -90,7 +91,7 @@ def _check_base(base: BaseModelRef) -> None:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise FinetuneError(
             f"cannot load the base model '{base.spec}': {exc.__class__.__name__}: {first}; "
-            "pass 'tiny', a transformers model folder, or a model id"
+            "pass 'smollm2', 'tiny', a transformers model folder, or a model id"
         ) from exc
     if not getattr(tokenizer, "chat_template", None):
         raise FinetuneError(
@@ -216,7 +217,8 @@ def finetune(
 
     Args:
         settings: the environment (default: the current project's).
-        base: 'tiny', a model folder or a model id (default: the config's ``base_model``).
+        base: 'smollm2', 'tiny', a model folder or a model id (default: the config's
+            ``base_model``, else the project's base model).
         method: 'sft' or 'kto' (default: the config's ``method``).
         data: 'feedback' or a JSON lines file (default: the config's ``data``).
         config: a ``FinetuneConfig``, a YAML file, or None for ``finetune/lora.yaml``.
@@ -235,13 +237,20 @@ def finetune(
     work_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="job-", dir=work_root))
     try:
+        eval_file = cfg.evaluation.data
         training = load_training_data(cfg.method, cfg.data, settings, work_dir,
-                                      cfg.training.eval_fraction, cfg.training.seed)
-        # after the data: 'tiny' is built on first use, which bad data should not cost
-        base_ref = resolve_base_model(cfg.base_model, settings.models_dir, settings.root / "docs")
+                                      0.0 if eval_file else cfg.training.eval_fraction,
+                                      cfg.training.seed)
+        if eval_file:
+            training = dataclasses.replace(training, heldout=load_eval_rows(eval_file, settings))
+        # after the data: offline models are built on first use, which bad data should not cost
+        base_ref = resolve_base_model(cfg.base_model or settings.base_model, settings.models_dir,
+                                      settings.root / "docs")
         _check_base(base_ref)
-        say(f"data: {training.rows} {cfg.method} rows from {training.source} "
-            f"({len(training.train)} train, {len(training.heldout)} held out)")
+        scored = (f"{len(training.heldout)} evaluation rows from {eval_file}" if eval_file
+                  else f"{len(training.heldout)} held out")
+        say(f"data: {len(training.train) + (0 if eval_file else len(training.heldout))} "
+            f"{cfg.method} rows from {training.source} ({len(training.train)} train, {scored})")
         with _progress_bars(progress):
             if not _is_main_process():
                 from llmops.finetune.training import train_adapter
@@ -279,7 +288,8 @@ def _run(cfg: FinetuneConfig, training: TrainingData, base: BaseModelRef, settin
         metrics = stats.metrics()
         mlflow.log_metrics(metrics)
 
-        split = "heldout" if training.heldout else "train"
+        split = (Path(cfg.evaluation.data).name if cfg.evaluation.data
+                 else "heldout" if training.heldout else "train")
         rows = _eval_rows(cfg, training.heldout or training.train)
         if not rows:
             raise FinetuneError("no rows to evaluate the adapter on: KTO needs desirable "
@@ -291,6 +301,9 @@ def _run(cfg: FinetuneConfig, training: TrainingData, base: BaseModelRef, settin
         metrics.update({"eval_base_token_f1": scores.base_token_f1,
                         "eval_adapter_token_f1": scores.adapter_token_f1,
                         "eval_rows": float(scores.rows)})
+        if scores.base_fact_hit is not None and scores.adapter_fact_hit is not None:
+            metrics.update({"eval_base_fact_hit": scores.base_fact_hit,
+                            "eval_adapter_fact_hit": scores.adapter_fact_hit})
         tables = [("evaluation.json", scores.examples)]
         if ev.on_train and training.heldout:
             on_train = evaluate_adapter(base.path, adapter_dir, _eval_rows(cfg, training.train),

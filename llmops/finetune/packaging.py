@@ -38,7 +38,7 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
 
         config = dict(context.model_config or {})
         models_dir = docs_dir = None
-        if config["base_model"].get("kind") == "tiny" and not config.get("base_model_path"):
+        if config["base_model"].get("kind") in ("smollm2", "tiny") and not config.get("base_model_path"):
             settings = load_settings()
             models_dir, docs_dir = settings.models_dir, settings.root / "docs"
         path = locate_base_model(config["base_model"], models_dir, docs_dir,

@@ -41,3 +41,6 @@ class IndexConfig(BaseModel):
     id_column: str = Field("id", description="Delta source: the document id column.")
     text_column: str = Field("text", description="Delta source: the document text column.")
     top_k: int = Field(3, ge=1, le=100, description="Chunks a chain retrieves per question.")
+    search: Literal["dense", "hybrid"] = Field(
+        "hybrid", description="How chains search: 'hybrid' fuses embedding neighbours with BM25 "
+                              "(exact words: commands, flags, names); 'dense' uses embeddings only.")

@@ -1,9 +1,15 @@
-"""Retrieve the top-k chunks for a question from a collection (a LangChain retriever)."""
+"""Retrieve the top-k chunks for a question from a collection (a LangChain retriever).
+
+``search="hybrid"`` (the default) fuses the embedding neighbours with a BM25
+ranking of the same collection (see ``lexical.py``); ``"dense"`` uses the
+embeddings alone.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -12,6 +18,7 @@ from pydantic import ConfigDict, PrivateAttr
 
 from llmops.config import ChromaSettings
 from llmops.errors import IndexingError
+from llmops.indexing.lexical import BM25Index, reciprocal_rank_fusion
 
 __all__ = ["IndexRetriever"]
 
@@ -31,8 +38,14 @@ class IndexRetriever(BaseRetriever):
     chroma: ChromaSettings
     embedder: str = "minilm"
     k: int = 3
+    search: Literal["dense", "hybrid"] = "hybrid"
+    candidates: int = 20  # per ranking, before fusion
+    lexical_refresh_s: float = 30.0  # the BM25 index is rebuilt when the collection changes
     _coll: Any = PrivateAttr(default=None)
     _embedder: Any = PrivateAttr(default=None)
+    _lexical: Any = PrivateAttr(default=None)
+    _lexical_key: Any = PrivateAttr(default=None)
+    _lexical_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _open(self) -> tuple[Any, Any]:
         # chain.batch() runs rows in threads; chromadb's client registry is not
@@ -66,13 +79,35 @@ class IndexRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
         coll, embedder = self._open()
+        n = self.k if self.search == "dense" else max(self.k, self.candidates)
         result = coll.query(
-            query_embeddings=embedder.embed([query]), n_results=self.k,
+            query_embeddings=embedder.embed([query]), n_results=n,
             include=["documents", "metadatas", "distances"],
         )
-        docs = []
-        for text, meta, dist in zip(
-            result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
-        ):
-            docs.append(Document(page_content=text, metadata={**(meta or {}), "distance": dist}))
-        return docs
+        found: dict[str, Document] = {}
+        for cid, text, meta, dist in zip(result["ids"][0], result["documents"][0],
+                                         result["metadatas"][0], result["distances"][0],
+                                         strict=True):
+            found[cid] = Document(page_content=text, metadata={**(meta or {}), "distance": dist})
+        dense = list(found)
+        if self.search == "dense":
+            return [found[cid] for cid in dense[: self.k]]
+        ids, texts, metas, bm25 = self._lexical_index(coll)
+        top = bm25.top(query, n)
+        lexical = [ids[i] for i in top]
+        for i in top:
+            found.setdefault(ids[i], Document(page_content=texts[i], metadata=dict(metas[i] or {})))
+        return [found[cid] for cid in reciprocal_rank_fusion([dense, lexical])[: self.k]]
+
+    def _lexical_index(self, coll: Any) -> tuple[list[str], list[str], list[Any], BM25Index]:
+        """The collection's texts and their BM25 index, rebuilt when its size changes or
+        ``lexical_refresh_s`` has passed."""
+        with self._lexical_lock:
+            count, now = coll.count(), time.monotonic()
+            key = self._lexical_key
+            if self._lexical is None or key[0] != count or now - key[1] > self.lexical_refresh_s:
+                got = coll.get(include=["documents", "metadatas"])
+                texts = [t or "" for t in got["documents"]]
+                self._lexical = (list(got["ids"]), texts, list(got["metadatas"]), BM25Index(texts))
+                self._lexical_key = (count, now)
+            return self._lexical

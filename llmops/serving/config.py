@@ -27,7 +27,9 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("tiny", description="'tiny', a local model folder, or a model id.")
+    model: str | None = Field(
+        None, description="'smollm2', 'tiny', a local model folder, or a model id; default: the "
+                          "project's base model (chat_model.model in llmops.yaml).")
     served_model_name: str = Field("base", description="The name clients put in 'model'.")
     url: str | None = Field(None, description="Use an engine already running here; start none.")
     host: str = Field("127.0.0.1", description="Engine bind address.")

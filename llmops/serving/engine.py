@@ -25,20 +25,43 @@ class EngineError(LlmopsError):
     """The engine could not be started or stopped."""
 
 
-def resolve_engine_model(cfg: EngineConfig, models_dir: Path, docs_dir: Path | None) -> str:
-    """``tiny`` becomes the built offline model's folder; anything else is passed to vLLM as is."""
-    if cfg.model == "tiny":
-        from llmops.models import ensure_tiny_model
+def resolve_engine_model(cfg: EngineConfig, models_dir: Path, docs_dir: Path | None,
+                         default: str = "smollm2") -> str:
+    """The engine's model (``default`` when unset): an offline model's name becomes its built
+    folder; anything else is passed to vLLM as is."""
+    from llmops.models.catalog import resolve_model
 
-        return str(ensure_tiny_model(models_dir, docs_dir))
-    return cfg.model
+    return resolve_model(cfg.model or default, models_dir, docs_dir)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
+    return set(line.partition(":")[2].split())
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` becomes ``float32`` on a machine with no GPU whose CPU has no bf16 instructions.
+
+    vLLM's CPU build runs a bf16 checkpoint (SmolLM2's folder is bf16) in bf16, which such
+    a CPU emulates: decoding ran at ~3 tokens/s instead of over a hundred in float32.
+    """
+    if dtype != "auto" or Path("/dev/nvidiactl").exists():
+        return dtype
+    flags = _cpu_flags()
+    if not flags or flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+        return dtype
+    return "float32"
 
 
 def engine_command(cfg: EngineConfig, model: str, lora_modules: dict[str, str] | None = None) -> list[str]:
     """The ``vllm serve`` command line for these settings."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", model, "--served-model-name", cfg.served_model_name,
-           "--host", cfg.host, "--port", str(cfg.port), "--dtype", cfg.dtype,
+           "--host", cfg.host, "--port", str(cfg.port), "--dtype", resolve_dtype(cfg.dtype),
            "--disable-uvicorn-access-log"]
     optional = {
         "--max-model-len": cfg.max_model_len,

@@ -53,7 +53,7 @@ def _override_engine(config: EndpointConfig, overrides: dict[str, Any],
         first = exc.errors()[0]
         raise ConfigError(f"engine option '{'.'.join(map(str, first['loc']))}': "
                           f"{first['msg']}") from exc
-    model = engine.model
+    model = engine.model or ""
     looks_like_path = model.startswith((".", "/", "~")) or Path(model).is_absolute()
     if looks_like_path:
         folder = (settings.root / Path(model).expanduser()).resolve()
@@ -64,10 +64,9 @@ def _override_engine(config: EndpointConfig, overrides: dict[str, Any],
 
 
 def _engine_model(settings: Settings, config: EndpointConfig) -> str | None:
-    """The engine's model folder (``tiny`` resolved), to check adapters' base models against."""
-    if config.engine.model == "tiny":
-        return resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
-    return config.engine.model
+    """The engine's model folder (offline models resolved), to check adapters' base models against."""
+    return resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs",
+                                settings.base_model)
 
 
 def _load_at_runtime(engine_url: str, adapters: dict[str, LoadedAdapter],
@@ -125,7 +124,8 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         echo(f"using the engine at {engine_url}")
         _load_at_runtime(engine_url, startup, echo)
     else:
-        model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs")
+        model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs",
+                                     settings.base_model)
         engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log",
                         lora_modules={served: str(a.path) for served, a in startup.items()})
         echo(f"starting the engine ({model}) ...")

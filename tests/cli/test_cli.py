@@ -16,8 +16,8 @@ def ok(*args: str, **kw) -> str:
 
 
 def test_prompt_and_chain_workflow(project: Path) -> None:
-    assert "2 registered, 0 unchanged" in ok("prompts", "sync", cwd=project)
-    assert "0 registered, 2 unchanged" in ok("prompts", "sync", cwd=project)
+    assert "3 registered, 0 unchanged" in ok("prompts", "sync", cwd=project)
+    assert "0 registered, 3 unchanged" in ok("prompts", "sync", cwd=project)
     qa = project / "prompts" / "qa.yaml"
     qa.write_text(qa.read_text().replace("Question:", "Q:"))
     assert "registered qa/2" in ok("prompts", "sync", cwd=project)

@@ -43,7 +43,7 @@ def test_worse_candidate_is_rejected_and_an_equal_one_promoted(staged, project: 
     # a prompt version that cuts answers to two tokens: token F1 falls
     qa = project / "prompts" / "qa.yaml"
     original = qa.read_text()
-    qa.write_text(original.replace("max_tokens: 64", "max_tokens: 2"))
+    qa.write_text(original.replace("max_tokens: 48", "max_tokens: 2"))
     sync_prompts(staged)
     set_alias("qa", "production", 2, staged)
     log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=staged)

@@ -25,11 +25,11 @@ def edit_qa(project: Path, old: str, new: str) -> None:
 
 def test_sync_registers_then_is_a_noop(settings) -> None:
     first = sync_prompts(settings)
-    assert sorted(first.registered) == [("qa", 1), ("summarize", 1)]
+    assert sorted(first.registered) == [("qa", 1), ("qa_closed_book", 1), ("summarize", 1)]
     assert first.unchanged == []
     second = sync_prompts(settings)
     assert second.registered == []
-    assert sorted(second.unchanged) == [("qa", 1), ("summarize", 1)]
+    assert sorted(second.unchanged) == [("qa", 1), ("qa_closed_book", 1), ("summarize", 1)]
     assert len(MlflowClient().search_prompt_versions("qa")) == 1
 
 
@@ -43,18 +43,18 @@ def test_sync_tags_file_hash_and_commit(settings) -> None:
     assert len(tags["llmops.git_commit"]) == 40
     assert tags["llmops.git_dirty"] == "false"
     assert tags["owner"] == "docs-assistant"
-    assert version.model_config == {"temperature": 0.0, "max_tokens": 64}
+    assert version.model_config == {"temperature": 0.0, "max_tokens": 48, "stop": ["\n\n"]}
 
 
 def test_changed_template_becomes_a_new_version(settings, project: Path) -> None:
     sync_prompts(settings)
-    edit_qa(project, "one or two sentences", "one short sentence")
+    edit_qa(project, "one short sentence", "one or two sentences")
     report = sync_prompts(settings)
     assert report.registered == [("qa", 2)]
-    assert report.unchanged == [("summarize", 1)]
-    assert "one short sentence" in get_version("qa", settings).template[0]["content"]
+    assert sorted(report.unchanged) == [("qa_closed_book", 1), ("summarize", 1)]
+    assert "one or two sentences" in get_version("qa", settings).template[0]["content"]
     # changing only the default model parameters is a change too
-    edit_qa(project, "max_tokens: 64", "max_tokens: 32")
+    edit_qa(project, "max_tokens: 48", "max_tokens: 32")
     assert sync_prompts(settings).registered == [("qa", 3)]
 
 

@@ -1,0 +1,253 @@
+"""The demo's steps, wired from the toolkit's plain functions.
+
+1 model, 2 prompts, 3 index, 4 the RAG chain, 5 the gate promotes it, 6 the gate
+rejects a closed-book candidate (what retrieval adds), 7 simulated users through
+the gateway, 8 feedback datasets, 9 a LoRA adapter from the corrections (scored on
+held-out paraphrases), hot-loaded, 10 the adapter's chain gated, and monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmops.config import Settings, load_settings
+from llmops.demo.report import StepClock, quiet_libraries, summary_lines
+from llmops.demo.serving import serving, wait_for_rows
+
+__all__ = ["DEMO_QUESTIONS", "STEPS", "run_demo"]
+
+STEPS = 10
+# questions from the golden set, answered in step 4
+DEMO_QUESTIONS = [
+    "How do I promote a chain to production?",
+    "Which Delta table logs every request the gateway serves?",
+]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _scores(report: Any, dataset: str = "golden") -> str:
+    values = (report.metrics.get(dataset) if report is not None else None) or {}
+    parts = [f"{name} {values[key]:.3f}" for key, name in
+             (("token_f1", "token F1"), ("fact_hit", "fact hit"), ("source_hit", "source hit"))
+             if key in values]
+    return ", ".join(parts) or "-"
+
+
+def run_demo(
+    settings: Settings | None = None,
+    echo: Callable[[str], None] = print,
+    with_serving: bool = True,
+    users: int = 12,
+) -> dict[str, Any]:
+    """The whole loop; ``with_serving=False`` stops after the first gate (run in process)."""
+    settings = settings or load_settings()
+    with quiet_libraries():
+        return _run(settings, echo, with_serving, users)
+
+
+def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
+         users: int) -> dict[str, Any]:
+    from llmops.chains import invoke, log_chain
+    from llmops.evals import load_gate_config, run_gate
+    from llmops.indexing import update_index
+    from llmops.models import ensure_model
+    from llmops.prompts import get_version, list_prompts, set_alias, sync_prompts
+
+    clock = StepClock(echo, STEPS)
+    model = ensure_model(settings.base_model, settings.models_dir, settings.root / "docs")
+    clock.done(1, f"base model: {settings.base_model} ({model})")
+
+    report = sync_prompts(settings)
+    aliases = {i.name: i.aliases for i in list_prompts(settings)}
+    moved = []
+    for name in ("qa", "qa_closed_book"):
+        if name in aliases and "production" not in aliases[name]:
+            latest = int(get_version(name, settings).version)
+            set_alias(name, "production", latest, settings)
+            moved.append(f"{name}@production -> {name}/{latest}")
+    clock.done(2, f"prompts: {len(report.registered)} registered, {len(report.unchanged)} "
+                  f"unchanged{'; ' + ', '.join(moved) if moved else ''}")
+
+    indexed = update_index(settings, progress=False)
+    clock.done(3, f"index '{indexed.collection}': {indexed.summary()}")
+
+    chains_dir = settings.root / "chains"
+    logged = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
+    answers = {q: invoke(f"{logged.name}@staging", q, settings) for q in DEMO_QUESTIONS}
+    clock.done(4, f"chain: registered {logged.name}/{logged.version} @staging "
+                  f"({logged.prompt_uri}, index {indexed.index_version})")
+    for question, answer in answers.items():
+        echo(f"      Q: {question}\n      A: {answer['answer']!r}\n"
+             f"      sources: {', '.join(answer['sources'])}")
+    result: dict[str, Any] = {"chain": logged, "answers": answers}
+    built = {"items": [f"base model {model.name} in {settings.models_dir}",
+                       f"prompts and chain {logged.name} in the MLflow registry",
+                       f"Chroma collection '{indexed.collection}' (index {indexed.index_version})"]}
+
+    gate_config = load_gate_config(settings)
+    if not with_serving:
+        gate = run_gate(logged.name, settings, config=gate_config)
+        _report_gate(clock, echo, 5, gate, "on fixed thresholds")
+        result["gate"] = gate
+        _require_pass(gate)
+        return result
+
+    with serving(settings, echo) as url:
+        # the gates' evaluations ask the chains' chat model through the endpoint (vLLM batches)
+        gate_config = gate_config.model_copy(update={"endpoint": url})
+        gate = run_gate(logged.name, settings, config=gate_config)
+        _report_gate(clock, echo, 5, gate, "on fixed thresholds")
+        result["gate"] = gate
+        _require_pass(gate)
+
+        closed = log_chain(chains_dir / "docs_qa_closed_book.py", name=logged.name,
+                           alias="staging", settings=settings)
+        closed_gate = run_gate(logged.name, settings, config=gate_config)
+        result["closed_book_gate"] = closed_gate
+        clock.done(6, f"gate: {logged.name}/{closed.version} (closed book, no retrieval) vs "
+                      f"production {closed_gate.baseline}: "
+                      f"{'passed' if closed_gate.passed else 'rejected'}")
+        echo(f"      golden set with retrieval:    {_scores(closed_gate.baseline_report)}\n"
+             f"      golden set without retrieval: {_scores(closed_gate.candidate_report)}")
+        for reason in closed_gate.reasons:
+            echo(f"      - {reason}")
+
+        result.update(_serve_steps(settings, url, logged.name, users, clock, echo, gate_config))
+    built["items"] += [
+        f"adapter {result['adapter'].model_name}/{result['adapter'].version} "
+        f"(served as {result['served_adapter']})",
+        f"tables in {settings.lakehouse}"]
+    built["plot"] = result["monitor"].plot
+    for line in summary_lines(settings, built, clock.times, clock.total):
+        echo(line)
+    return result
+
+
+def _report_gate(clock: StepClock, echo: Callable[[str], None], step: int, gate: Any,
+                 against: str) -> None:
+    baseline = f"production {gate.baseline}" if gate.baseline else against
+    clock.done(step, f"gate: {gate.name}/{gate.candidate} vs {baseline}: "
+                     f"{'passed, now @production' if gate.passed else 'rejected'} "
+                     f"(golden: {_scores(gate.candidate_report)})")
+    for reason in gate.reasons:
+        echo(f"      - {reason}")
+
+
+def _require_pass(gate: Any) -> None:
+    if not gate.passed:
+        from llmops.errors import EvaluationError
+
+        raise EvaluationError(f"the gate rejected {gate.name}/{gate.candidate}, so nothing is in "
+                              "production to serve: see the reasons above and evals/gate.yaml")
+
+
+def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: StepClock,
+                 echo: Callable[[str], None], gate_config: Any) -> dict[str, Any]:
+    """Steps 7-10, against the running endpoint."""
+    import httpx
+    import openai
+
+    from llmops.chains import log_chain
+    from llmops.demo.users import ask_and_judge
+    from llmops.evals import run_gate, run_monitor
+    from llmops.feedback import build_dataset
+    from llmops.finetune import finetune, promote_adapter
+
+    out: dict[str, Any] = {}
+    golden = _jsonl(settings.root / "evals" / "golden.jsonl")[:users]
+    with httpx.Client(base_url=url, timeout=300) as http:
+        # 7: simulated users ask through the gateway and judge by the reference fact
+        verdicts = [ask_and_judge(http, chain, row, f"demo-user-{i + 1}")
+                    for i, row in enumerate(golden)]
+        for v in verdicts:
+            echo(f"      user asks: {v.row['question']}\n      A: {v.answer['answer']!r}\n"
+                 f"      -> {'thumbs up' if v.good else 'thumbs down + correction'}")
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        up = sum(v.good for v in verdicts)
+        out["verdicts"] = verdicts
+        wait_for_rows(settings, "feedback", len(verdicts))
+        clock.done(7, f"serving: {len(verdicts)} answers through the gateway; simulated users "
+                      f"(thumbs up when the answer holds the reference fact): {up} up, "
+                      f"{len(verdicts) - up} down with corrections")
+
+        # 8: feedback datasets
+        data_dir = settings.state_dir / "datasets"
+        made = {kind: build_dataset(kind, data_dir / f"feedback-{kind}.jsonl", settings)
+                for kind in ("eval", "sft", "kto")}
+        clock.done(8, "feedback datasets: " + ", ".join(
+            f"{kind} {r.rows} rows" for kind, r in made.items()) + f" (in {data_dir})")
+
+        # 9: a LoRA adapter from the corrections, scored on held-out paraphrases, hot-loaded
+        corrected = [v.row for v in verdicts if not v.good]
+        paraphrases = _paraphrases(settings, corrected, data_dir / "heldout-paraphrases.jsonl")
+        tuned = finetune(settings, data=made["sft"].out, progress=False,
+                         config=_demo_finetune_config(settings, paraphrases))
+        promote_adapter(tuned.model_name, "production", tuned.version, settings)
+        loaded = http.post("/admin/adapters/load", json={"name": tuned.model_name})
+        loaded.raise_for_status()
+        served = loaded.json()["loaded"]["model"]
+        m = tuned.metrics
+        clock.done(9, f"fine-tuned {tuned.model_name}/{tuned.version} ({tuned.method} on "
+                      f"{tuned.train_rows} corrections), hot-loaded as {served}")
+        echo(f"      held-out paraphrases of the corrected questions ({int(m['eval_rows'])}): "
+             f"token F1 base {m['eval_base_token_f1']:.3f} -> adapter "
+             f"{m['eval_adapter_token_f1']:.3f}; fact hit base {m.get('eval_base_fact_hit', 0):.3f}"
+             f" -> adapter {m.get('eval_adapter_fact_hit', 0):.3f}")
+        question = (corrected or golden)[0]["question"]
+        for model in ("base", served):
+            reply = client.chat.completions.create(
+                model=model, max_tokens=40, temperature=0.0,
+                messages=[{"role": "user", "content": question}])
+            echo(f"      {model} (greedy) on {question!r}: {reply.choices[0].message.content!r}")
+        out.update(adapter=tuned, served_adapter=served)
+
+    # 10: the adapter's chain as the candidate, through the gate; then monitoring
+    candidate = log_chain(settings.root / "chains" / "docs_qa_tuned.py", name=chain,
+                          alias="staging", settings=settings)
+    gate = run_gate(chain, settings, config=gate_config.model_copy(update={"endpoint": url}))
+    monitor = run_monitor(settings)
+    overall = monitor.overall
+    rate = overall["thumbs_up_rate"]
+    clock.done(10, f"gate: {chain}/{candidate.version} (adapter {tuned.model_name}/"
+                   f"{tuned.version}) vs production {gate.baseline}: "
+                   f"{'passed, now @production' if gate.passed else 'rejected'}")
+    echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
+         f"      production golden: {_scores(gate.baseline_report)}")
+    for reason in gate.reasons:
+        echo(f"      - {reason}")
+    echo(f"      monitor: {overall['requests']} requests, thumbs-up rate "
+         f"{f'{rate:.2f}' if rate is not None else '-'}, "
+         f"{'OK' if monitor.ok else 'ALERT: ' + '; '.join(monitor.breaches)}")
+    out.update(tuned_gate=gate, monitor=monitor)
+    return out
+
+
+def _paraphrases(settings: Settings, corrected: list[dict[str, Any]], out: Path) -> Path | None:
+    """The held-out paraphrases of the corrected golden questions, written to ``out``."""
+    path = settings.root / "evals" / "paraphrases.jsonl"
+    if not corrected or not path.is_file():
+        return None
+    ids = {row["id"] for row in corrected}
+    rows = [row for row in _jsonl(path) if row.get("of") in ids]
+    if not rows:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return out
+
+
+def _demo_finetune_config(settings: Settings, heldout: Path | None) -> Any:
+    """``finetune/lora.yaml``, scored on the held-out paraphrases when there are some."""
+    from llmops.finetune import load_finetune_config
+
+    cfg = load_finetune_config(None, settings)
+    if heldout is None:
+        return cfg
+    evaluation = cfg.evaluation.model_copy(update={"data": str(heldout)})
+    return cfg.model_copy(update={"evaluation": evaluation})

@@ -1,0 +1,82 @@
+"""``llmops serve`` (vLLM + gateway) in a child process for the demo's serving steps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+from llmops.config import Settings
+from llmops.errors import LlmopsError
+
+__all__ = ["serving", "wait_for_rows"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 900) -> Iterator[str]:
+    """``llmops serve`` on free ports for the block; yields the gateway URL."""
+    gport, eport = _free_port(), _free_port()
+    log_path = settings.state_dir / "logs" / "demo-serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,
+             "--port", str(gport), "--engine-port", str(eport)],
+            cwd=settings.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{gport}"
+    echo(f"      starting vLLM and the gateway (log: {log_path}) ...")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise LlmopsError(f"llmops serve exited with {proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise LlmopsError(f"llmops serve was not ready after {timeout:.0f} s: see {log_path}")
+            time.sleep(1)
+        echo(f"      gateway ready at {url}")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        echo("      engine and gateway stopped")
+
+
+def wait_for_rows(settings: Settings, table: str, count: int, timeout: float = 60) -> int:
+    """Wait until ``table`` holds ``count`` rows (the gateway commits in the background).
+
+    Returns the count; raises when the deadline passes first.
+    """
+    from llmops.lakehouse import read_table
+
+    deadline = time.monotonic() + timeout
+    while True:
+        have = len(read_table(settings.lakehouse, table))
+        if have >= count:
+            return have
+        if time.monotonic() > deadline:
+            raise LlmopsError(f"the gateway logged {have} of {count} {table} rows in {timeout:.0f} s")
+        time.sleep(0.5)

@@ -25,7 +25,7 @@ from llmops.chains import (
 
 CONFIG = {
     "prompt": "qa@production",
-    "retriever": {"collection": "docs", "k": 3},
+    "retriever": {"collection": "docs", "k": 2},
     "description": "Answers questions about llmops from its documentation, with sources.",
 }
 

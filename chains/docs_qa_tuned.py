@@ -19,7 +19,7 @@ from llmops.chains import (
 
 CONFIG = {
     "prompt": "qa@production",
-    "retriever": {"collection": "docs", "k": 3},
+    "retriever": {"collection": "docs", "k": 2},
     # the project's chat model (llmops.yaml), with the adapter on top
     "chat_model": {"adapter": "docs-qa-lora@production"},
     "description": "Answers questions about llmops from its documentation, with sources, "

@@ -37,7 +37,15 @@ class StepClock:
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """No library INFO lines, warnings or loading bars while the demo prints its own lines."""
+    """No library INFO lines, warnings or loading bars while the demo prints its own lines.
+
+    What libraries still write to stderr (MLflow's registration notices, warnings that
+    MLflow's autologging re-routes past the filters, the harness's bars) is held back and
+    shown only when the demo fails.
+    """
+    import io
+    import sys
+
     from transformers.utils import logging as hf_logging
 
     env = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -53,10 +61,14 @@ def quiet_libraries() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     hf_level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    held = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(held):
             warnings.simplefilter("ignore")
             yield
+    except BaseException:
+        sys.stderr.write(held.getvalue()[-4000:])
+        raise
     finally:
         for name, level in loggers.items():
             logging.getLogger(name).setLevel(level)

@@ -131,8 +131,8 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
 
 def _report_gate(clock: StepClock, echo: Callable[[str], None], step: int, gate: Any,
                  against: str) -> None:
-    baseline = f"production {gate.baseline}" if gate.baseline else against
-    clock.done(step, f"gate: {gate.name}/{gate.candidate} vs {baseline}: "
+    baseline = f"vs production {gate.baseline}" if gate.baseline else against
+    clock.done(step, f"gate: {gate.name}/{gate.candidate} {baseline}: "
                      f"{'passed, now @production' if gate.passed else 'rejected'} "
                      f"(golden: {_scores(gate.candidate_report)})")
     for reason in gate.reasons:
@@ -194,7 +194,8 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
         served = loaded.json()["loaded"]["model"]
         m = tuned.metrics
         clock.done(9, f"fine-tuned {tuned.model_name}/{tuned.version} ({tuned.method} on "
-                      f"{tuned.train_rows} corrections), hot-loaded as {served}")
+                      f"{tuned.train_rows} feedback rows: {len(corrected)} corrections and the "
+                      f"answers rated good), hot-loaded as {served}")
         echo(f"      held-out paraphrases of the corrected questions ({int(m['eval_rows'])}): "
              f"token F1 base {m['eval_base_token_f1']:.3f} -> adapter "
              f"{m['eval_adapter_token_f1']:.3f}; fact hit base {m.get('eval_base_fact_hit', 0):.3f}"

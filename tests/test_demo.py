@@ -52,7 +52,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     uri = f"sqlite:///{project / '.llmops' / 'dev' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     status = {v: client.get_model_version("docs-qa", v).tags.get("llmops.gate.status")
-              for v in ("1", "2", "3")}
+              for v in ("1", "2", "3", "4")}
     results = read_table(lake, "eval_results")
 
     def golden(model_uri: str, metric: str) -> float:
@@ -68,6 +68,11 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert client.get_model_version("docs-qa", "2").tags["llmops.rejected"]
     assert (f"golden set with retrieval:    token F1 {golden(with_rag, 'token_f1'):.3f}, "
             f"fact hit {golden(with_rag, 'fact_hit'):.3f}") in text
+    # an equal candidate (the same chain logged again) scores the same and is promoted
+    assert status["3"] == "passed"
+    for metric in ("token_f1", "fact_hit", "source_hit"):
+        assert golden("models:/docs-qa/3", metric) == golden(with_rag, metric)
+    assert "the same chain logged again as docs-qa/3: passed, now @production" in text
     # the gate ran where it applies only: no source_hit on the feedback set
     feedback_metrics = set(results[results["dataset"] == "feedback"]["metric"])
     assert "source_hit" not in feedback_metrics and "fact_hit" not in feedback_metrics
@@ -112,11 +117,12 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert replies["base"] != replies["docs-qa-lora-v1"]
 
     # the adapter's chain was gated: what was printed is what was stored
-    assert client.get_model_version("docs-qa", "3").tags["llmops.adapter"] == "docs-qa-lora/1"
-    printed = re.search(r"^\[10/10\] gate: docs-qa/3 .*: (passed|rejected)", text, re.M)
-    assert printed and status["3"] == printed.group(1)
+    assert client.get_model_version("docs-qa", "4").tags["llmops.adapter"] == "docs-qa-lora/1"
+    printed = re.search(r"^\[10/10\] gate: docs-qa/4 .* vs production 3: (passed|rejected)",
+                        text, re.M)
+    assert printed and status["4"] == printed.group(1)
     production = client.get_model_version_by_alias("docs-qa", "production").version
-    assert production == ("3" if status["3"] == "passed" else "1")
+    assert production == ("4" if status["4"] == "passed" else "3")
 
     # monitoring reports the real thumbs-up rate
     assert f"thumbs-up rate {ups / 12:.2f}" in text

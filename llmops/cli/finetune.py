@@ -59,10 +59,14 @@ def run(ctx: click.Context, base: str | None, method: str | None, data: str | No
     result = run_finetune(settings, config=config, progress=progress,
                           echo=lambda line: click.echo(line, err=True))
     m = result.metrics
-    where = "held-out" if result.eval_split == "heldout" else "training"
-    click.echo(f"token F1 on {int(m['eval_rows'])} {where} rows: base {m['eval_base_token_f1']:.3f}"
+    where = {"heldout": "held-out rows", "train": "training rows"}.get(
+        result.eval_split, f"rows of {result.eval_split}")
+    click.echo(f"token F1 on {int(m['eval_rows'])} {where}: base {m['eval_base_token_f1']:.3f}"
                f" -> adapter {m['eval_adapter_token_f1']:.3f}")
-    if "train_adapter_token_f1" in m and result.eval_split == "heldout":
+    if "eval_adapter_fact_hit" in m:
+        click.echo(f"fact hit on the same rows: base {m['eval_base_fact_hit']:.3f} -> adapter "
+                   f"{m['eval_adapter_fact_hit']:.3f}")
+    if "train_adapter_token_f1" in m and result.eval_split != "train":
         click.echo(f"token F1 on the training rows: base {m['train_base_token_f1']:.3f} -> "
                    f"adapter {m['train_adapter_token_f1']:.3f}")
     click.echo(f"trained {result.train_rows} rows at {m['train_tokens_per_s']:.0f} tokens/s")

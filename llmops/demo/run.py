@@ -1,7 +1,8 @@
 """The demo's steps, wired from the toolkit's plain functions.
 
 1 model, 2 prompts, 3 index, 4 the RAG chain, 5 the gate promotes it, 6 the gate
-rejects a closed-book candidate (what retrieval adds), 7 simulated users through
+rejects a closed-book candidate (what retrieval adds) and promotes an equal one (the
+same chain logged again), 7 simulated users through
 the gateway, 8 feedback datasets, 9 a LoRA adapter from the corrections (scored on
 held-out paraphrases), hot-loaded, 10 the adapter's chain gated, and monitoring.
 """
@@ -99,8 +100,10 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
         return result
 
     with serving(settings, echo) as url:
-        # the gates' evaluations ask the chains' chat model through the endpoint (vLLM batches)
-        gate_config = gate_config.model_copy(update={"endpoint": url})
+        # the gates' evaluations ask the chains' chat model through the endpoint, one question
+        # at a time: greedy answers then do not depend on how requests were batched, so an
+        # identical candidate scores exactly as production does
+        gate_config = gate_config.model_copy(update={"endpoint": url, "concurrency": 1})
         gate = run_gate(logged.name, settings, config=gate_config)
         _report_gate(clock, echo, 5, gate, "on fixed thresholds")
         result["gate"] = gate
@@ -116,6 +119,14 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
         echo(f"      golden set with retrieval:    {_scores(closed_gate.baseline_report)}\n"
              f"      golden set without retrieval: {_scores(closed_gate.candidate_report)}")
         for reason in closed_gate.reasons:
+            echo(f"      - {reason}")
+        again = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
+        equal_gate = run_gate(logged.name, settings, config=gate_config)
+        result["equal_gate"] = equal_gate
+        echo(f"      the same chain logged again as {logged.name}/{again.version}: "
+             f"{'passed, now @production' if equal_gate.passed else 'rejected'} "
+             f"(golden: {_scores(equal_gate.candidate_report)})")
+        for reason in equal_gate.reasons:
             echo(f"      - {reason}")
 
         result.update(_serve_steps(settings, url, logged.name, users, clock, echo, gate_config))

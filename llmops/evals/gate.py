@@ -90,6 +90,44 @@ def compare_reports(candidate: EvalReport, baseline: EvalReport | None,
     return reasons
 
 
+# Evaluations this process already ran, by what decides their outcome: the registry and the
+# exact model version, the endpoint, the judge and the dataset's content. A gate reuses them
+# for the baseline (and a candidate gated again) instead of asking every question again.
+_DONE: dict[tuple[str, str, str, bool, str], tuple[EvalReport, str]] = {}
+
+
+def _dataset_key(spec: str, settings: Settings) -> str:
+    from llmops.evals.datasets import load_eval_dataset
+    from llmops.lineage import content_hash
+
+    dataset = load_eval_dataset(spec, settings)
+    return f"{dataset.name}:{content_hash(dataset.rows)}"
+
+
+def _evaluate(ref: str, config: GateConfig, kwargs: dict[str, Any]) -> EvalReport:
+    """``evaluate_chain`` on the gate's datasets, reusing this process's results on the same
+    data; only the datasets not evaluated yet are evaluated (one MLflow run)."""
+    settings = kwargs["settings"]
+    keys = {spec: (settings.registry_uri, ref, config.endpoint or "", config.judge,
+                   _dataset_key(spec, settings)) for spec in config.datasets}
+    todo = [spec for spec in config.datasets if keys[spec] not in _DONE]
+    report = None
+    if todo:
+        report = evaluate_chain(ref, todo, **kwargs)
+        for spec in todo:
+            _DONE[keys[spec]] = (report, keys[spec][-1].split(":", 1)[0])
+    merged = EvalReport(run_id=report.run_id if report else "", model_uri="", name="",
+                        version="", seconds=report.seconds if report else 0.0)
+    for spec in config.datasets:
+        done, name = _DONE[keys[spec]]
+        merged.model_uri, merged.name, merged.version = done.model_uri, done.name, done.version
+        merged.run_id = merged.run_id or done.run_id
+        if name in done.metrics:
+            merged.metrics[name] = done.metrics[name]
+        merged.rows[name] = done.rows.get(name, 0)
+    return merged
+
+
 def run_gate(name: str, settings: Settings | None = None, config: GateConfig | None = None,
              user: str | None = None) -> GateResult:
     """Gate ``name@staging``; promote it to ``@production`` on a pass, tag it rejected on a fail."""
@@ -118,11 +156,9 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
     if not result.reasons:
         kwargs: dict[str, Any] = {"settings": settings, "endpoint": config.endpoint,
                                   "concurrency": config.concurrency, "judge": config.judge}
-        result.candidate_report = evaluate_chain(f"{name}/{candidate.version}", config.datasets,
-                                                 **kwargs)
+        result.candidate_report = _evaluate(f"{name}/{candidate.version}", config, kwargs)
         if baseline is not None:
-            result.baseline_report = evaluate_chain(f"{name}/{baseline.version}",
-                                                    config.datasets, **kwargs)
+            result.baseline_report = _evaluate(f"{name}/{baseline.version}", config, kwargs)
         result.reasons = compare_reports(result.candidate_report, result.baseline_report,
                                          config)
     result.passed = not result.reasons

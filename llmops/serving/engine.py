@@ -107,6 +107,10 @@ class Engine:
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
+        if (os.cpu_count() or 1) <= 4:
+            # vLLM's CPU build keeps a core for its API server; on a small machine that halves
+            # the engine (measured on 2 cores: 16 chain requests 20.1 s reserved, 15.5 s not)
+            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(

@@ -58,6 +58,10 @@ def test_worse_candidate_is_rejected_and_an_equal_one_promoted(staged, project: 
     log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=staged)
     result = run_gate("docs-qa", staged, gate_config(data))
     assert result.passed, result.reasons
+    # production on unchanged data was evaluated once in this process, then reused
+    assert result.baseline_report.run_id == rejected.baseline_report.run_id
+    assert result.candidate_report.run_id not in (rejected.candidate_report.run_id,
+                                                  rejected.baseline_report.run_id)
     assert result.candidate_report.metrics["answers"]["token_f1"] == pytest.approx(
         result.baseline_report.metrics["answers"]["token_f1"])
     assert str(model_version("docs-qa@production", staged).version) == "3"

@@ -26,9 +26,9 @@ def test_bm25_prefers_rare_exact_terms() -> None:
 
 
 def test_rank_fusion_rewards_agreement() -> None:
-    fused = reciprocal_rank_fusion([["a", "b", "c"], ["c", "b", "d"]])
-    assert fused[0] == "b" and set(fused) == {"a", "b", "c", "d"}
-    assert fused.index("d") == 3
+    fused = reciprocal_rank_fusion([["a", "b", "c"], ["d", "b", "e"]])
+    assert fused[0] == "b" and set(fused) == {"a", "b", "c", "d", "e"}
+    assert fused[1:3] == ["a", "d"] and fused[3:] == ["c", "e"]  # ties: first seen first
 
 
 @given(st.lists(st.text(max_size=40), max_size=8), st.text(max_size=30))

@@ -88,15 +88,13 @@ def _label(value: Any) -> bool | None:
     return None
 
 
-def read_rows(file: Path, method: str) -> list[dict[str, Any]]:
-    """The rows of a JSON lines file, checked for the columns ``method`` needs."""
-    if method not in REQUIRED_COLUMNS:
-        raise FinetuneDataError(f"unknown fine-tuning method '{method}': use sft or kto")
+def _json_objects(file: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON lines file; errors name the line."""
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise FinetuneDataError(f"cannot read training data {file}: {exc.strerror}") from exc
-    rows: list[dict[str, Any]] = []
+        raise FinetuneDataError(f"cannot read {what} {file}: {exc.strerror}") from exc
+    rows: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -106,7 +104,15 @@ def read_rows(file: Path, method: str) -> list[dict[str, Any]]:
             raise FinetuneDataError(f"{file}:{number}: not valid JSON ({exc.msg})") from exc
         if not isinstance(row, dict):
             raise FinetuneDataError(f"{file}:{number}: each line must be a JSON object")
-        rows.append(row)
+        rows.append((number, row))
+    return rows
+
+
+def read_rows(file: Path, method: str) -> list[dict[str, Any]]:
+    """The rows of a JSON lines file, checked for the columns ``method`` needs."""
+    if method not in REQUIRED_COLUMNS:
+        raise FinetuneDataError(f"unknown fine-tuning method '{method}': use sft or kto")
+    rows = [row for _, row in _json_objects(file, "training data")]
     if not rows:
         raise FinetuneDataError(
             f"{file}: no training rows; {method} needs rows with "
@@ -209,15 +215,9 @@ def load_eval_rows(data: str | Path, settings: Settings) -> list[dict[str, Any]]
     if not file.is_file():
         raise FinetuneDataError(f"evaluation data {data} does not exist: pass a JSON lines file")
     rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise FinetuneDataError(f"{file}:{number}: not valid JSON ({exc.msg})") from exc
-        prompt = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
-        completion = row.get("completion", row.get("expected")) if isinstance(row, dict) else None
+    for number, row in _json_objects(file, "evaluation data"):
+        prompt = row.get("prompt", row.get("question"))
+        completion = row.get("completion", row.get("expected"))
         if not isinstance(prompt, str) or not isinstance(completion, str) or not prompt.strip():
             raise FinetuneDataError(f"{file}:{number}: an evaluation row needs question/expected "
                                     "(or prompt/completion) strings")

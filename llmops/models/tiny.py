@@ -7,9 +7,6 @@ transformers, PEFT and vLLM.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 from llmops.errors import ConfigError, MissingExtraError
 from llmops.lineage import content_hash
 from llmops.models.config import TinyModelConfig
+from llmops.models.folders import write_model_folder
 
 __all__ = ["TINY", "build_tiny_model", "ensure_tiny_model", "tiny_corpus", "tiny_model_id"]
 
@@ -104,20 +102,8 @@ def build_tiny_model(
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = fast.pad_token_id
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        fast.save_pretrained(tmp)
-        marker = {"config": cfg.model_dump(), "corpus_sha256": content_hash(texts)}
-        (tmp / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    marker = {"config": cfg.model_dump(), "corpus_sha256": content_hash(texts)}
+    return write_model_folder(Path(out), model, fast, _MARKER, marker)
 
 
 def tiny_model_id(docs_dir: Path | None = None, config: TinyModelConfig | None = None) -> str:

@@ -23,3 +23,28 @@ def test_token_f1(prediction: str, expected: str, f1: float) -> None:
 def test_exact_match_after_normalisation() -> None:
     assert exact_match_score("Python 3.10 or newer", "python 310 or newer.") == 1.0
     assert exact_match_score("Python 3.11", "Python 3.10") == 0.0
+
+
+@pytest.mark.parametrize(("answer", "fact", "hit"), [
+    ("Every request lands in the inference_log table.", "inference_log", 1.0),
+    ("It exits 3 when a threshold is crossed.", "exits 3", 1.0),
+    ("It exits 30 times.", "exits 3", 0.0),  # whole words only
+    ("The gateway logs requests.", "inference_log", 0.0),
+    ("Anything", "", 0.0),
+])
+def test_fact_hit_looks_for_the_whole_normalised_phrase(answer: str, fact: str, hit: float) -> None:
+    from llmops.evals.scorers import fact_hit
+
+    assert fact_hit(answer, fact) == hit
+
+
+def test_scorers_that_need_a_missing_column_are_left_out() -> None:
+    from llmops.evals.scorers import default_scorers, scorers_for
+
+    scorers = default_scorers()
+    names = lambda rows: [s.name for s in scorers_for(scorers, rows)]  # noqa: E731
+    full = [{"question": "q", "expected": "e", "source": "docs/a.md", "fact": "e"}]
+    assert names(full) == [s.name for s in scorers]
+    feedback = [{"question": "q", "expected": "e"}]
+    assert "source_hit" not in names(feedback) and "fact_hit" not in names(feedback)
+    assert {"exact_match", "token_f1", "answer_length", "latency_ms"} <= set(names(feedback))

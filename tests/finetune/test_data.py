@@ -80,3 +80,20 @@ def test_lineage_and_file_hash(settings, sft_file: Path) -> None:
     assert {r["split"] for r in data.lineage_rows()} == {"train", "heldout"}
     with pytest.raises(FinetuneDataError, match="does not exist"):
         load_training_data("sft", "nope.jsonl", settings, settings.root, 0.25, 0)
+
+
+def test_evaluation_rows_from_an_eval_set(settings, tmp_path: Path) -> None:
+    from llmops.finetune.data import load_eval_rows
+
+    file = tmp_path / "paraphrases.jsonl"
+    file.write_text('{"question": "Which table logs requests?", "expected": "inference_log.", '
+                    '"fact": "inference_log"}\n\n{"prompt": "p", "completion": "c"}\n')
+    assert load_eval_rows(file, settings) == [
+        {"prompt": "Which table logs requests?", "completion": "inference_log.", "label": True,
+         "fact": "inference_log"},
+        {"prompt": "p", "completion": "c", "label": True}]
+    file.write_text('{"question": "q", "expected": "e"}\n{"question": "q"}\n')
+    with pytest.raises(FinetuneDataError, match=r"paraphrases.jsonl:2: an evaluation row needs"):
+        load_eval_rows(file, settings)
+    with pytest.raises(FinetuneDataError, match="does not exist"):
+        load_eval_rows(tmp_path / "nowhere.jsonl", settings)

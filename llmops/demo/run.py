@@ -9,6 +9,7 @@ held-out paraphrases), hot-loaded, 10 the adapter's chain gated, and monitoring.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -78,28 +79,32 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
     indexed = update_index(settings, progress=False)
     clock.done(3, f"index '{indexed.collection}': {indexed.summary()}")
 
-    chains_dir = settings.root / "chains"
-    logged = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
-    answers = {q: invoke(f"{logged.name}@staging", q, settings) for q in DEMO_QUESTIONS}
-    clock.done(4, f"chain: registered {logged.name}/{logged.version} @staging "
-                  f"({logged.prompt_uri}, index {indexed.index_version})")
-    for question, answer in answers.items():
-        echo(f"      Q: {question}\n      A: {answer['answer']!r}\n"
-             f"      sources: {', '.join(answer['sources'])}")
-    result: dict[str, Any] = {"chain": logged, "answers": answers}
-    built = {"items": [f"base model {model.name} in {settings.models_dir}",
-                       f"prompts and chain {logged.name} in the MLflow registry",
-                       f"Chroma collection '{indexed.collection}' (index {indexed.index_version})"]}
+    with contextlib.ExitStack() as stack:
+        # the engine loads while the chain is logged and asked locally
+        endpoint = stack.enter_context(serving(settings, echo)) if with_serving else None
+        chains_dir = settings.root / "chains"
+        logged = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
+        answers = {q: invoke(f"{logged.name}@staging", q, settings) for q in DEMO_QUESTIONS}
+        clock.done(4, f"chain: registered {logged.name}/{logged.version} @staging "
+                      f"({logged.prompt_uri}, index {indexed.index_version})")
+        for question, answer in answers.items():
+            echo(f"      Q: {question}\n      A: {answer['answer']!r}\n"
+                 f"      sources: {', '.join(answer['sources'])}")
+        result: dict[str, Any] = {"chain": logged, "answers": answers}
+        built = {"items": [f"base model {model.name} in {settings.models_dir}",
+                           f"prompts and chain {logged.name} in the MLflow registry",
+                           f"Chroma collection '{indexed.collection}' "
+                           f"(index {indexed.index_version})"]}
 
-    gate_config = load_gate_config(settings)
-    if not with_serving:
-        gate = run_gate(logged.name, settings, config=gate_config)
-        _report_gate(clock, echo, 5, gate, "on fixed thresholds")
-        result["gate"] = gate
-        _require_pass(gate)
-        return result
+        gate_config = load_gate_config(settings)
+        if endpoint is None:
+            gate = run_gate(logged.name, settings, config=gate_config)
+            _report_gate(clock, echo, 5, gate, "on fixed thresholds")
+            result["gate"] = gate
+            _require_pass(gate)
+            return result
 
-    with serving(settings, echo) as url:
+        url = endpoint.wait_ready()
         # the gates' evaluations ask the chains' chat model through the endpoint, one question
         # at a time: greedy answers then do not depend on how requests were batched, so an
         # identical candidate scores exactly as production does

@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from llmops.config import Settings
 from llmops.errors import LlmopsError
 
-__all__ = ["serving", "wait_for_rows"]
+__all__ = ["Endpoint", "serving", "wait_for_rows"]
 
 
 def _free_port() -> int:
@@ -24,9 +25,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Endpoint:
+    """A started ``llmops serve``; ``wait_ready()`` returns its URL once it answers."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Any, timeout: float,
+                 echo: Callable[[str], None]) -> None:
+        self.proc, self.url, self.log_path = proc, url, log_path
+        self.deadline = time.monotonic() + timeout
+        self.echo = echo
+        self.ready = False
+
+    def wait_ready(self) -> str:
+        while not self.ready:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise LlmopsError(f"llmops serve exited with {self.proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
+                    self.ready = resp.status == 200
+            except OSError:
+                pass
+            if not self.ready:
+                if time.monotonic() > self.deadline:
+                    raise LlmopsError(f"llmops serve was not ready in time: see {self.log_path}")
+                time.sleep(1)
+        self.echo(f"      gateway ready at {self.url}")
+        return self.url
+
+
 @contextlib.contextmanager
-def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 900) -> Iterator[str]:
-    """``llmops serve`` on free ports for the block; yields the gateway URL."""
+def serving(settings: Settings, echo: Callable[[str], None],
+            timeout: float = 900) -> Iterator[Endpoint]:
+    """``llmops serve`` on free ports for the block, started at once (the engine loads while
+    the block goes on); ``wait_ready()`` on what it yields gives the gateway URL."""
     gport, eport = _free_port(), _free_port()
     log_path = settings.state_dir / "logs" / "demo-serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,24 +68,9 @@ def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 90
              "--port", str(gport), "--engine-port", str(eport)],
             cwd=settings.root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{gport}"
-    echo(f"      starting vLLM and the gateway (log: {log_path}) ...")
+    echo(f"      starting vLLM and the gateway in the background (log: {log_path})")
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise LlmopsError(f"llmops serve exited with {proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise LlmopsError(f"llmops serve was not ready after {timeout:.0f} s: see {log_path}")
-            time.sleep(1)
-        echo(f"      gateway ready at {url}")
-        yield url
+        yield Endpoint(proc, url, log_path, timeout, echo)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -78,9 +78,10 @@ def test_startup_load_and_a_chain_that_names_the_adapter(project: Path, settings
     update_index(settings, progress=False, record=False)
     source = (project / "chains" / "docs_qa.py").read_text()
     (project / "chains" / "tuned.py").write_text(source.replace(
-        '"retriever": {"collection": "docs", "k": 3},',
-        '"retriever": {"collection": "docs", "k": 3},\n    "chat_model": {"kind": "local", '
+        '"retriever": {"collection": "docs", "k": 2},',
+        '"retriever": {"collection": "docs", "k": 2},\n    "chat_model": {"kind": "local", '
         '"model": "tiny", "max_tokens": 8, "adapter": "docs-qa-lora@production"},'))
+    assert "docs-qa-lora@production" in (project / "chains" / "tuned.py").read_text()
     logged = log_chain(project / "chains" / "tuned.py", name="docs-qa", settings=settings)
     version = model_version(f"docs-qa/{logged.version}", settings)
     assert version.tags["llmops.adapter"] == f"docs-qa-lora/{adapter.version}"

@@ -120,7 +120,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     printed = re.search(r"^\[10/10\] gate: docs-qa/4 .* vs production 3: (passed|rejected)",
                         text, re.M)
     assert printed and status["4"] == printed.group(1)
-    production = client.get_model_version_by_alias("docs-qa", "production").version
+    production = str(client.get_model_version_by_alias("docs-qa", "production").version)
     assert production == ("4" if status["4"] == "passed" else "3")
 
     # monitoring reports the real thumbs-up rate

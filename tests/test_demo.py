@@ -25,6 +25,7 @@ def _golden() -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~14 min inside the suite on 2 cores; more when the machine is busy
 def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
                                              models_dir: Path) -> None:
     for folder in ("serving", "evals", "finetune"):

@@ -81,7 +81,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:  # one side, in its own process
         run = run_vllm if args.side == "vllm" else run_transformers
-        print(json.dumps(run(args.model_dir, args.dtype, args.prompts, args.tokens, args.batch)))
+        # vLLM prints its own lines on stdout too: the result is the line marked RESULT
+        print("RESULT " + json.dumps(run(args.model_dir, args.dtype, args.prompts, args.tokens,
+                                         args.batch)), flush=True)
         return
 
     from llmops.config import load_settings
@@ -102,7 +104,10 @@ def main() -> None:
             capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
-        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        marked = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if not marked:
+            sys.exit(f"{side} printed no result:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        results[side] = json.loads(marked[-1].removeprefix("RESULT "))
 
     print(f"SmolLM2-135M-Instruct ({dtype}), {args.prompts} prompts x {args.tokens} output tokens, "
           f"greedy; transformers batch {args.batch}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,23 +188,19 @@ def log_chain(
              "llmops.chat_model": chat.model}
         )
         try:
-            with warnings.catch_warnings():
-                # ChainModel.predict's dict values are typed Any on purpose (answers carry
-                # versions of several types); MLflow warns that it cannot validate them
-                warnings.filterwarnings("ignore", message=".*type hint is inferred as AnyType")
-                info = mlflow.pyfunc.log_model(
-                    name="chain",
-                    python_model=str(file),
-                    model_config=model_config,
-                    # the signature comes from ChainModel.predict's type hints
-                    input_example=INPUT_EXAMPLE,
-                    pip_requirements=_requirements(),
-                    # The llmops code the chain file imports travels with the model, so
-                    # the model loads wherever its requirements are installed.
-                    code_paths=[str(Path(llmops.__file__).parent)],
-                    prompts=[prompt.uri],
-                    tags=tags,
-                )
+            info = mlflow.pyfunc.log_model(
+                name="chain",
+                python_model=str(file),
+                model_config=model_config,
+                # the signature comes from ChainModel.predict's type hints
+                input_example=INPUT_EXAMPLE,
+                pip_requirements=_requirements(),
+                # The llmops code the chain file imports travels with the model, so
+                # the model loads wherever its requirements are installed.
+                code_paths=[str(Path(llmops.__file__).parent)],
+                prompts=[prompt.uri],
+                tags=tags,
+            )
         except LlmopsError:
             raise
         except Exception as exc:

@@ -123,16 +123,14 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
                       f"{'passed' if closed_gate.passed else 'rejected'}")
         echo(f"      golden set with retrieval:    {_scores(closed_gate.baseline_report)}\n"
              f"      golden set without retrieval: {_scores(closed_gate.candidate_report)}")
-        for reason in closed_gate.reasons:
-            echo(f"      - {reason}")
+        _echo_reasons(echo, closed_gate)
         again = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
         equal_gate = run_gate(logged.name, settings, config=gate_config)
         result["equal_gate"] = equal_gate
         echo(f"      the same chain logged again as {logged.name}/{again.version}: "
              f"{'passed, now @production' if equal_gate.passed else 'rejected'} "
              f"(golden: {_scores(equal_gate.candidate_report)})")
-        for reason in equal_gate.reasons:
-            echo(f"      - {reason}")
+        _echo_reasons(echo, equal_gate)
 
         result.update(_serve_steps(settings, url, logged.name, users, clock, echo, gate_config))
     built["items"] += [
@@ -151,6 +149,10 @@ def _report_gate(clock: StepClock, echo: Callable[[str], None], step: int, gate:
     clock.done(step, f"gate: {gate.name}/{gate.candidate} {baseline}: "
                      f"{'passed, now @production' if gate.passed else 'rejected'} "
                      f"(golden: {_scores(gate.candidate_report)})")
+    _echo_reasons(echo, gate)
+
+
+def _echo_reasons(echo: Callable[[str], None], gate: Any) -> None:
     for reason in gate.reasons:
         echo(f"      - {reason}")
 
@@ -236,8 +238,7 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
                    f"{'passed, now @production' if gate.passed else 'rejected'}")
     echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
          f"      production golden: {_scores(gate.baseline_report)}")
-    for reason in gate.reasons:
-        echo(f"      - {reason}")
+    _echo_reasons(echo, gate)
     echo(f"      monitor: {overall['requests']} requests, thumbs-up rate "
          f"{f'{rate:.2f}' if rate is not None else '-'}, "
          f"{'OK' if monitor.ok else 'ALERT: ' + '; '.join(monitor.breaches)}")

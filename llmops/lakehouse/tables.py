@@ -19,6 +19,12 @@ TABLES: dict[str, dict[str, str]] = {
         "prompt": "string", "prompt_version": "string", "request": "string", "response": "string",
         "status": "int32", "latency_ms": "float64", "prompt_tokens": "int64",
         "completion_tokens": "int64", "client": "string",
+        # the collection version the chain's retriever read for this answer
+        "index_version": "string",
+        # who the client says the end user is (the body's "user"); "client" is the key's name
+        "end_user": "string",
+        # the X-Request-Id the client sent, kept beside the server's own request_id
+        "client_request_id": "string",
     },
     "feedback": {
         "feedback_id": "string", "request_id": "string", "ts": "timestamp", "rating": "int32",

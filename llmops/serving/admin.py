@@ -12,18 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.serving.adapters import AdapterError, LoadedAdapter
-
-if TYPE_CHECKING:
-    from llmops.serving.gateway import Gateway
+from llmops.serving.auth import require
+from llmops.serving.errors import HTTPError
+from llmops.serving.state import GatewayState
 
 __all__ = ["admin_routes", "ensure_adapter"]
 
@@ -32,28 +30,17 @@ _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*-v[0-9]+$")
 _LOAD_FIELDS = {"name", "alias", "version"}
 
 
-async def _engine_post(gw: Gateway, path: str, body: dict[str, Any]) -> tuple[int, str]:
-    try:
-        async with gw.session().post(gw.engine_url + path, json=body,
-                                     timeout=aiohttp.ClientTimeout(total=300)) as resp:
-            return resp.status, await resp.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return 503, f"the engine is unavailable ({exc.__class__.__name__})"
-
-
-async def ensure_adapter(gw: Gateway, ref: str) -> LoadedAdapter:
+async def ensure_adapter(gw: GatewayState, ref: str) -> LoadedAdapter:
     """Load registered adapter ``ref`` into the engine unless it is there already."""
-    from llmops.serving.gateway import HTTPError
-
     if gw.adapters is None:
         raise HTTPError(409, "this gateway serves no adapters", "adapter_error")
     try:
         adapter = await run_in_threadpool(gw.adapters.resolve, ref)
     except AdapterError as exc:
         raise HTTPError(exc.status, str(exc), "adapter_error") from exc
-    if adapter.served_name in await gw._known_models(refresh=True):
+    if adapter.served_name in await gw.upstream.known_models(refresh=True):
         return adapter
-    status, text = await _engine_post(gw, "/v1/load_lora_adapter", {
+    status, text = await gw.upstream.post_json("/v1/load_lora_adapter", {
         "lora_name": adapter.served_name, "lora_path": str(adapter.path)})
     if status != 200 and "already" not in text:
         try:
@@ -63,19 +50,17 @@ async def ensure_adapter(gw: Gateway, ref: str) -> LoadedAdapter:
         raise HTTPError(502 if status < 500 else 503,
                         f"the engine refused adapter {adapter.served_name}: {str(message)[:300]}",
                         "adapter_error")
-    await gw._known_models(refresh=True)
+    await gw.upstream.known_models(refresh=True)
     log.info("loaded adapter %s/%s as %s", adapter.name, adapter.version, adapter.served_name)
     return adapter
 
 
-def admin_routes(gw: Gateway) -> list[Route]:
-    from llmops.serving.gateway import HTTPError
-
+def admin_routes(gw: GatewayState) -> list[Route]:
     async def load(request: Request) -> Response:
-        rid = gw._request_id(request)
+        rid = gw.new_request_id()
         try:
-            gw._authorize(request, "admin")
-            payload = await gw._body(request)
+            require(request, "admin")
+            payload, _ = await gw.read_json(request)
             extra = set(payload) - _LOAD_FIELDS
             if extra:
                 raise HTTPError(400, "adapters load from the registry only: send {name, alias?} "
@@ -97,20 +82,20 @@ def admin_routes(gw: Gateway) -> list[Route]:
         return JSONResponse({"loaded": adapter.as_json()}, headers={"X-Request-Id": rid})
 
     async def unload(request: Request) -> Response:
-        rid = gw._request_id(request)
+        rid = gw.new_request_id()
         try:
-            gw._authorize(request, "admin")
-            payload = await gw._body(request)
+            require(request, "admin")
+            payload, _ = await gw.read_json(request)
             model = payload.get("model")
             if not isinstance(model, str) or not _SERVED.match(model) or set(payload) != {"model"}:
                 raise HTTPError(400, "send {model}: a loaded adapter's served name (NAME-vN)")
-            if model not in await gw._known_models(refresh=True):
+            if model not in await gw.upstream.known_models(refresh=True):
                 raise HTTPError(404, f"adapter '{model}' is not loaded", "model_not_found")
-            status, text = await _engine_post(gw, "/v1/unload_lora_adapter", {"lora_name": model})
+            status, text = await gw.upstream.post_json("/v1/unload_lora_adapter", {"lora_name": model})
             if status != 200:
                 raise HTTPError(502, f"the engine refused to unload {model}: {text[:300]}",
                                 "adapter_error")
-            await gw._known_models(refresh=True)
+            await gw.upstream.known_models(refresh=True)
         except HTTPError as err:
             return err.response(rid)
         return JSONResponse({"unloaded": model}, headers={"X-Request-Id": rid})

@@ -1,32 +1,52 @@
-"""API keys with scopes. Keys come from an environment variable or a secrets file.
+"""API keys with scopes and limits, checked by Starlette's authentication middleware.
 
-Keys are held only as SHA-256 digests and compared in constant time; logs and
-the inference log record a key's name, never the key.
+Keys come from an environment variable or a secrets file. They are held only as
+SHA-256 digests and compared in constant time; logs and the inference log record
+a key's name, never the key. A route states the scope it needs with ``require``:
+no key (or a wrong one) is 401, a key without the scope is 403.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+    has_required_scope,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
 
 from llmops.errors import ConfigError
 from llmops.serving.config import AuthConfig
+from llmops.serving.errors import HTTPError
 
-__all__ = ["SCOPES", "ApiKey", "KeyRing", "load_keys"]
+__all__ = ["SCOPES", "ApiKey", "KeyRing", "auth_middleware", "check_exposure", "load_keys",
+           "require"]
 
 SCOPES = frozenset({"invoke", "feedback", "admin"})
 
 
 @dataclass(frozen=True)
 class ApiKey:
+    """A key's name (what rows record), digest, scopes and limits (None: no limit)."""
+
     name: str
     digest: bytes
     scopes: frozenset[str]
+    max_concurrent: int | None = None
+    requests_per_minute: float | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -54,6 +74,14 @@ class KeyRing:
         return scope in key.scopes or "admin" in key.scopes
 
 
+def _limit(value: Any, where: str, field: str, kind: type) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}: '{field}' must be a positive number")
+    return kind(value)
+
+
 def _parse_scopes(scopes: list[str] | str, where: str) -> frozenset[str]:
     items = scopes.split(",") if isinstance(scopes, str) else scopes
     found = frozenset(s.strip() for s in items if s.strip())
@@ -78,7 +106,8 @@ def load_keys(config: AuthConfig, root: Path) -> KeyRing:
         if not sep or not key:
             raise ConfigError(f"${config.keys_env} entry {i + 1}: expected KEY=scope[,scope]")
         keys.append(ApiKey(f"env-{i + 1}", _digest(key),
-                           _parse_scopes(scopes, f"${config.keys_env} entry {i + 1}")))
+                           _parse_scopes(scopes, f"${config.keys_env} entry {i + 1}"),
+                           config.default_max_concurrent, config.default_requests_per_minute))
     if config.keys_file:
         path = Path(config.keys_file)
         path = path if path.is_absolute() else root / path
@@ -87,13 +116,100 @@ def load_keys(config: AuthConfig, root: Path) -> KeyRing:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read keys file {path}: {exc.__class__.__name__}") from exc
         for i, item in enumerate(data.get("keys", []) if isinstance(data, dict) else []):
+            where = f"{path}: keys[{i}]"
             if not isinstance(item, dict) or not item.get("key"):
-                raise ConfigError(f"{path}: keys[{i}] needs 'key' and 'scopes'")
-            keys.append(ApiKey(str(item.get("name") or f"file-{i + 1}"), _digest(str(item["key"])),
-                               _parse_scopes(item.get("scopes", []), f"{path}: keys[{i}]")))
+                raise ConfigError(f"{where} needs 'key' and 'scopes'")
+            unknown = set(item) - {"key", "scopes", "name", "max_concurrent", "requests_per_minute"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+            keys.append(ApiKey(
+                str(item.get("name") or f"file-{i + 1}"), _digest(str(item["key"])),
+                _parse_scopes(item.get("scopes", []), where),
+                _limit(item.get("max_concurrent", config.default_max_concurrent), where,
+                       "max_concurrent", int),
+                _limit(item.get("requests_per_minute", config.default_requests_per_minute),
+                       where, "requests_per_minute", float)))
     if config.required and not keys:
         raise ConfigError(
             f"this environment requires API keys and none are set: export {config.keys_env}="
             "'KEY=invoke,feedback;ADMINKEY=admin' or set auth.keys_file in serving/endpoint.yaml"
         )
     return KeyRing(keys, required=config.required or bool(keys))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, keys: KeyRing) -> None:
+    """Keys are optional only on a loopback address: anything else refuses to start without."""
+    if not keys.required and not _is_loopback(host):
+        raise ConfigError(
+            f"the gateway would listen on {host} with no API keys: set keys "
+            "(LLMOPS_API_KEYS or auth.keys_file) or bind 127.0.0.1")
+
+
+class KeyUser(BaseUser):
+    """The caller: a key's holder, or anyone on a gateway that requires no keys."""
+
+    def __init__(self, key: ApiKey | None, host: str) -> None:
+        self.key, self.host = key, host
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.key.name if self.key else self.host
+
+    @property
+    def identity(self) -> str:
+        return self.display_name
+
+
+class KeyBackend(AuthenticationBackend):
+    """``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``; ``admin`` holds every scope."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        host = conn.client.host if conn.client else ""
+        if not self.keys.required:
+            return AuthCredentials(sorted(SCOPES)), KeyUser(None, host)
+        header = conn.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else None
+        token = token or conn.headers.get("x-api-key")
+        if not token:
+            return None  # unauthenticated: a route that needs a scope answers 401
+        key = self.keys.find(token)
+        if key is None:
+            raise AuthenticationError("a valid API key is required (Authorization: Bearer KEY)")
+        scopes = SCOPES if "admin" in key.scopes else key.scopes
+        return AuthCredentials(sorted(scopes)), KeyUser(key, host)
+
+
+def _auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Any:
+    import uuid
+
+    return HTTPError(401, str(exc), "authentication_error").response(uuid.uuid4().hex)
+
+
+def auth_middleware(keys: KeyRing) -> Middleware:
+    return Middleware(AuthenticationMiddleware, backend=KeyBackend(keys), on_error=_auth_error)
+
+
+def require(request: Request, scope: str) -> ApiKey | None:
+    """The caller's key (None where keys are not required); 401 without one, 403 without scope."""
+    if not request.user.is_authenticated:
+        raise HTTPError(401, "a valid API key is required (Authorization: Bearer KEY)",
+                        "authentication_error")
+    if not has_required_scope(request, [scope]):
+        raise HTTPError(403, f"this API key lacks the '{scope}' scope", "permission_error")
+    return request.user.key

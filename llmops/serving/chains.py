@@ -28,8 +28,9 @@ class ChainServer:
     """Loads ``NAME@ALIAS`` once per resolved version; the alias is re-read on every call."""
 
     def __init__(self, settings: Settings, engine_url: str, served_model: str,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, api_key_env: str | None = None) -> None:
         self.settings = settings
+        self.api_key_env = api_key_env  # where the chat models find the engine's key
         self.engine_url = engine_url
         self.served_model = served_model
         self.max_tokens = max_tokens
@@ -46,7 +47,7 @@ class ChainServer:
             if key in self._cache:
                 return self._cache[key]
             model, logged = load_at_endpoint(version, self.engine_url, self.served_model,
-                                             self.max_tokens)
+                                             self.max_tokens, self.api_key_env)
             tags = version.tags or {}
             prompt_ref = tags.get("llmops.prompt", "/")
             served = ServedChain(
@@ -59,6 +60,12 @@ class ChainServer:
             )
             self._cache[key] = served
             return served
+
+    def chat_models(self) -> set[str]:
+        """The served model names of the chains loaded so far (base model or adapter)."""
+        with self._lock:
+            return {s.chat_model for s in self._cache.values()} | {
+                s.adapter for s in self._cache.values() if s.adapter}
 
     @staticmethod
     def answer(served: ServedChain, question: str) -> dict[str, Any]:

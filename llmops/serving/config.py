@@ -32,6 +32,16 @@ class EngineConfig(BaseModel):
                           "project's base model (chat_model.model in llmops.yaml).")
     served_model_name: str = Field("base", description="The name clients put in 'model'.")
     url: str | None = Field(None, description="Use an engine already running here; start none.")
+    api_key_env: str = Field(
+        "LLMOPS_ENGINE_API_KEY",
+        description="Environment variable holding the key (vLLM's VLLM_API_KEY) of an engine "
+                    "started elsewhere (engine.url); an engine llmops starts gets a new key at "
+                    "each start.")
+    env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="More environment variables the engine may see (a name, or a prefix ending "
+                    "in '*'); the engine otherwise gets only what vLLM, torch, CUDA and Hugging "
+                    "Face read, never the gateway's secrets.")
     host: str = Field("127.0.0.1", description="Engine bind address.")
     port: int = Field(8100, description="Engine port.")
     max_model_len: int | None = Field(2048, description="Longest sequence.")
@@ -63,6 +73,22 @@ class GatewayConfig(BaseModel):
     port: int = Field(8000, description="Gateway port.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
     max_tokens_cap: int = Field(1024, ge=1, description="Higher max_tokens gets 400.")
+    default_max_tokens: int = Field(
+        256, ge=1, description="max_tokens added to a request that sets none (at most the cap).")
+    max_n: int = Field(4, ge=1, description="Highest 'n' (and 'best_of') a request may ask.")
+    max_logprobs: int = Field(5, ge=0, description="Highest 'top_logprobs' / 'logprobs'.")
+    max_prompts: int = Field(16, ge=1, description="Most prompts in one completions request.")
+    max_prompt_chars: int = Field(
+        32_000, ge=1, description="Longest prompt (all messages' text together), in characters.")
+    max_question_chars: int = Field(
+        4_000, ge=1, description="Longest question a chain endpoint accepts, in characters.")
+    upstream_keepalive_s: float = Field(
+        2.0, gt=0, description="How long an idle engine connection is kept; below the engine's "
+                               "own keep-alive (vLLM: 5 s) so that it never closes one in use.")
+    log_unready_after_s: float = Field(
+        30, gt=0, description="/readyz turns 503 when the log has failed to flush this long.")
+    log_backlog_limit: int = Field(
+        100_000, ge=1, description="/readyz turns 503 when this many rows wait for a flush.")
     upstream_timeout_s: float = Field(120, gt=0, description="Engine timeout (then 503).")
     default_chain_alias: str = Field("production", description="Alias a chain call uses.")
     log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
@@ -94,7 +120,14 @@ class AuthConfig(BaseModel):
 
     required: bool = Field(False, description="Refuse requests without a key.")
     keys_env: str = Field("LLMOPS_API_KEYS", description="Env var: 'KEY=scope,scope;KEY2=admin'.")
-    keys_file: str | None = Field(None, description="YAML file: {keys: [{key, scopes, name}]}.")
+    keys_file: str | None = Field(
+        None, description="YAML file: {keys: [{key, scopes, name, max_concurrent, "
+                          "requests_per_minute}]}.")
+    default_max_concurrent: int | None = Field(
+        None, ge=1, description="Concurrent requests per key where its entry sets none.")
+    default_requests_per_minute: float | None = Field(
+        None, gt=0, description="Requests per minute per key (token bucket) where its entry "
+                                "sets none.")
 
 
 class EndpointConfig(BaseModel):
@@ -129,7 +162,9 @@ def load_endpoint_config(settings: Settings, path: Path | None = None) -> Endpoi
         raise ConfigError(f"{file}: 'envs' must map environment names to overrides")
     merged = _merge(raw, envs.get(settings.env, {}) or {})
     if settings.env != "dev":
-        merged = _merge({"auth": {"required": True}}, merged)
+        # staging and prod require keys whatever the file says
+        auth = merged.get("auth")
+        merged["auth"] = {**(auth if isinstance(auth, dict) else {}), "required": True}
     try:
         return EndpointConfig.model_validate(merged)
     except ValidationError as exc:

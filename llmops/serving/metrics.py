@@ -1,4 +1,8 @@
-"""Prometheus metrics of the gateway: requests, errors, latency, tokens, feedback."""
+"""Prometheus metrics of the gateway: requests, errors, latency, tokens, feedback, limits, log.
+
+Every label takes values from a bounded set: the gateway's routes, the models and
+chains it serves (anything else is ``unknown``), the keys of its keys file.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ class GatewayMetrics:
     """One registry per gateway, so that two gateways in one process never share counters."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        labels = ["endpoint", "model", "adapter"]
+        labels = ["endpoint", "model", "adapter", "chain"]
         self.requests = Counter("llmops_requests", "Requests answered.", labels + ["status"],
                                 registry=self.registry)
         self.errors = Counter("llmops_errors", "Requests answered with an error status.",
@@ -31,10 +35,19 @@ class GatewayMetrics:
                                            buckets=_TOKEN_BUCKETS, registry=self.registry)
         self.feedback = Counter("llmops_feedback", "Feedback received.", ["kind"],
                                 registry=self.registry)
+        self.rate_limited = Counter("llmops_rate_limited", "Requests refused with 429.",
+                                    ["key"], registry=self.registry)
+        self.log_flush_failures = Gauge("llmops_log_flush_failures",
+                                        "Failed flushes of the write-ahead log into Delta.",
+                                        registry=self.registry)
+        self.log_backlog = Gauge("llmops_log_backlog_rows",
+                                 "Logged rows not yet committed to Delta.",
+                                 registry=self.registry)
+        self.upstream_retries = Gauge("llmops_upstream_retries",
+                                      "Requests resent after the engine closed a pooled "
+                                      "connection under them.", registry=self.registry)
 
-    def observe(self, row: dict[str, Any]) -> None:
-        labels = {"endpoint": row["endpoint"], "model": row.get("model") or "",
-                  "adapter": row.get("adapter") or ""}
+    def observe(self, row: dict[str, Any], labels: dict[str, str]) -> None:
         status = str(row["status"])
         self.requests.labels(**labels, status=status).inc()
         if row["status"] >= 400:

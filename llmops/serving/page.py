@@ -1,4 +1,4 @@
-"""The feedback widget: a page at ``/`` and the one script that another application embeds.
+"""The feedback page at ``/`` and the one script (``widget.js``) that another application embeds.
 
 The page and an embedding page run the same ``widget.js``; it asks a chain
 (``/v1/chains/{name}/invoke``) and sends feedback (``/v1/feedback``) to the gateway it was
@@ -23,13 +23,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmops.serving.config import GatewayConfig
 
-__all__ = ["WidgetCORS", "widget_middleware", "widget_routes"]
+__all__ = ["WidgetCORS", "page_csp", "widget_middleware", "widget_routes"]
 
 _CORS_PATHS = re.compile(r"^/v1/(chains/[^/]+/invoke|feedback)$")
 _DEFAULTS = re.compile(r"/\*defaults\*/.*?/\*defaults\*/")
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 # the page loads only its own script and stylesheet and calls only its own gateway
 _PAGE_CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'"
+
+
+def page_csp(origins: list[str]) -> str:
+    """The page's CSP: only this gateway and ``cors_origins`` may frame it."""
+    ancestors = "*" if "*" in origins else " ".join(["'self'", *origins])
+    return f"{_PAGE_CSP}; frame-ancestors {ancestors}"
 
 
 def _asset(name: str) -> bytes:
@@ -54,7 +60,7 @@ def widget_routes(config: GatewayConfig, auth_required: bool) -> list[Route]:
     script = _DEFAULTS.sub(lambda _: defaults, _asset("widget.js").decode("utf-8"), count=1)
     return [
         Route("/", _static(_asset("index.html"), "text/html; charset=utf-8",
-                           **{"Content-Security-Policy": _PAGE_CSP}), methods=["GET"]),
+                           **{"Content-Security-Policy": page_csp(config.cors_origins)}), methods=["GET"]),
         Route("/widget.js", _static(script.encode("utf-8"), "text/javascript; charset=utf-8"),
               methods=["GET"]),
         Route("/widget.css", _static(_asset("widget.css"), "text/css; charset=utf-8"),

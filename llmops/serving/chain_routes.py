@@ -1,0 +1,105 @@
+"""``POST /v1/chains/{name}/invoke``: a registered chain's answer, with the versions behind it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llmops.errors import LlmopsError
+from llmops.serving.admin import ensure_adapter
+from llmops.serving.auth import ApiKey, require
+from llmops.serving.errors import HTTPError
+from llmops.serving.state import GatewayState
+
+__all__ = ["chain_routes"]
+
+_FIELDS = {"question", "alias", "user"}
+
+
+def _check(payload: dict[str, Any], gw: GatewayState) -> tuple[str, str, str | None]:
+    extra = set(payload) - _FIELDS
+    if extra:
+        raise HTTPError(400, f"unknown field(s) {', '.join(sorted(extra))}: send {{question, "
+                             "alias?, user?}")
+    question = payload.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise HTTPError(400, "'question' must be a non-empty string")
+    if len(question) > gw.cfg.max_question_chars:
+        raise HTTPError(400, f"the question is {len(question)} characters; this endpoint's cap "
+                             f"is {gw.cfg.max_question_chars}")
+    alias = payload.get("alias", gw.cfg.default_chain_alias)
+    if not isinstance(alias, str) or not alias:
+        raise HTTPError(400, "'alias' must be a non-empty string")
+    user = payload.get("user")
+    if user is not None and not isinstance(user, str):
+        raise HTTPError(400, "'user' must be a string")
+    return question, alias, (user or None) and user[:256]
+
+
+def chain_routes(gw: GatewayState) -> list[Route]:
+    async def invoke(request: Request) -> Response:
+        start = time.perf_counter()
+        rid = gw.new_request_id()
+        name = request.path_params["name"]
+        endpoint = f"/v1/chains/{name}/invoke"
+        key: ApiKey | None = None
+        question, user, slot = "", None, False
+        try:
+            key = require(request, "invoke")
+            payload, _ = await gw.read_json(request)
+            question, alias, user = _check(payload, gw)
+            if gw.chains is None:
+                raise HTTPError(404, "this gateway serves no chains")
+            slot = gw.limiter.acquire(key)
+            try:
+                served = await run_in_threadpool(gw.chains.get, name, alias)
+                if served.adapter_ref and served.adapter not in await gw.upstream.known_models():
+                    await ensure_adapter(gw, served.adapter_ref)  # the version it was gated with
+                answer = await run_in_threadpool(gw.chains.answer, served, question)
+            except HTTPError:
+                raise
+            except LlmopsError as exc:
+                if exc.__class__.__name__ in ("ModelNotFoundError", "BadReferenceError"):
+                    raise HTTPError(404, f"chain '{name}@{alias}' does not exist",
+                                    "chain_not_found") from exc
+                raise HTTPError(503, str(exc).splitlines()[0], "chain_error") from exc
+            except Exception as exc:  # noqa: BLE001 - the engine or the chain failed
+                raise HTTPError(503, f"the chain failed: {exc.__class__.__name__}",
+                                "chain_error") from exc
+        except HTTPError as err:
+            if err.status == 429 and key is not None:
+                gw.rate_limited(key, endpoint)
+                return err.response(rid)
+            gw.log_error(err, rid, endpoint, key, request, {"question": question[:65536]},
+                         (time.perf_counter() - start) * 1000, chain=name[:256], end_user=user)
+            return err.response(rid)
+        finally:
+            if slot:
+                gw.limiter.release(key)
+        gw.served_chains.add(served.name)
+        index_version = answer.get("index_version") or served.index_version or None
+        versions = {
+            "chain": f"{served.name}/{served.version}", "prompt": answer.get("prompt"),
+            "index": index_version, "model": served.chat_model, "adapter": served.adapter,
+        }
+        logged: dict[str, Any] = {"question": question}
+        if answer.get("messages"):
+            logged["messages"] = answer["messages"]  # what the model was asked
+        gw.log(gw.row(
+            rid, endpoint, key, request, model=served.chat_model, adapter=served.adapter,
+            chain=served.name, chain_version=served.version, prompt=served.prompt,
+            prompt_version=served.prompt_version, index_version=index_version, end_user=user,
+            request=json.dumps(logged, ensure_ascii=False), response=answer.get("answer", ""),
+            status=200, latency_ms=(time.perf_counter() - start) * 1000,
+        ))
+        return JSONResponse({"request_id": rid, "answer": answer.get("answer", ""),
+                             "sources": answer.get("sources", []), "versions": versions},
+                            headers={"X-Request-Id": rid})
+
+    return [Route("/v1/chains/{name}/invoke", invoke, methods=["POST"])]

@@ -1,0 +1,66 @@
+"""``POST /v1/feedback``: a rating, score, correction or comment on an answered request.
+
+The request id is looked up off the event loop, a few lookups at a time, so that
+a burst of feedback for unknown ids never stalls the streams the gateway relays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llmops.feedback.records import feedback_problem
+from llmops.serving.auth import require
+from llmops.serving.errors import HTTPError
+from llmops.serving.state import GatewayState
+from llmops.serving.wal import utcnow
+
+__all__ = ["feedback_routes"]
+
+_KIND = {1: "thumbs_up", -1: "thumbs_down"}
+
+
+def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route]:
+    lookups = asyncio.Semaphore(concurrent_lookups)
+
+    async def known(request_id: str) -> bool:
+        if gw.requests.contains_in_memory(request_id):
+            return True
+        async with lookups:
+            return await run_in_threadpool(gw.requests.contains, request_id)
+
+    async def feedback(request: Request) -> Response:
+        rid = gw.new_request_id()
+        try:
+            key = require(request, "feedback")
+            payload, _ = await gw.read_json(request)
+            target = payload.get("request_id")
+            if not isinstance(target, str) or not target or len(target) > 128:
+                raise HTTPError(400, "'request_id' must be a request's id (a string)")
+            rating, score = payload.get("rating"), payload.get("score")
+            problem = feedback_problem(
+                rating, score, payload.get("correction"), payload.get("comment"),
+                user=payload.get("user"), source=payload.get("source"))
+            if problem:
+                raise HTTPError(400, problem)
+            if not await known(target):
+                raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
+        except HTTPError as err:
+            return err.response(rid)
+        feedback_id = uuid.uuid4().hex
+        gw.wal.append("feedback", {
+            "feedback_id": feedback_id, "request_id": target, "ts": utcnow(), "rating": rating,
+            "score": score, "correction": payload.get("correction"),
+            "comment": payload.get("comment"), "source": payload.get("source") or "api",
+            "user": payload.get("user") or (key.name if key else None),
+        })
+        gw.metrics.feedback.labels(kind=_KIND.get(rating, "score" if score else "text")).inc()
+        return JSONResponse({"feedback_id": feedback_id, "request_id": target},
+                            headers={"X-Request-Id": rid})
+
+    return [Route("/v1/feedback", feedback, methods=["POST"])]

@@ -1,0 +1,214 @@
+"""The OpenAI routes: the engine's bytes relayed unchanged, streams included.
+
+Only what the inference log needs is parsed. A request's log row is made
+durable (write-ahead log) before the client gets its answer, or, for a stream,
+its final ``[DONE]`` event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from llmops.serving.auth import ApiKey, require
+from llmops.serving.errors import HTTPError
+from llmops.serving.limits import check_generation, with_default_max_tokens
+from llmops.serving.state import GatewayState
+from llmops.serving.upstream import loads
+
+__all__ = ["proxy_routes"]
+
+
+def _end_user(payload: dict[str, Any]) -> str | None:
+    user = payload.get("user")
+    return user[:256] if isinstance(user, str) and user else None
+
+
+def proxy_routes(gw: GatewayState) -> list[Route]:
+    async def chat_completions(request: Request) -> Response:
+        return await _proxy(gw, request, "/v1/chat/completions", "chat")
+
+    async def completions(request: Request) -> Response:
+        return await _proxy(gw, request, "/v1/completions", "text")
+
+    async def models(request: Request) -> Response:
+        rid = gw.new_request_id()
+        try:
+            require(request, "invoke")
+            status, data = await gw.upstream.get("/v1/models", 10)
+        except HTTPError as err:
+            return err.response(rid)
+        except (aiohttp.ClientError, TimeoutError):
+            return HTTPError(503, "the engine is unavailable", "engine_unavailable").response(rid)
+        return Response(data, status_code=status,
+                        headers={"X-Request-Id": rid, "content-type": "application/json"})
+
+    return [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"])]
+
+
+async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -> Response:
+    start = time.perf_counter()
+    rid = gw.new_request_id()
+    key: ApiKey | None = None
+    payload: dict[str, Any] = {}
+    slot = False
+    try:
+        key = require(request, "invoke")
+        payload, raw = await gw.read_json(request)
+        check_generation(payload, kind, gw.cfg)
+        model = payload["model"]
+        known = await gw.upstream.known_models()
+        if model not in known and model not in await gw.upstream.known_models(refresh=True):
+            raise HTTPError(404, f"model '{model}' does not exist", "model_not_found")
+        slot = gw.limiter.acquire(key)
+    except HTTPError as err:
+        if err.status == 429 and key is not None:
+            gw.rate_limited(key, endpoint)
+            return err.response(rid)
+        gw.log_error(err, rid, endpoint, key, request, payload,
+                     (time.perf_counter() - start) * 1000, model=str(payload.get("model", ""))[:256],
+                     end_user=_end_user(payload))
+        return err.response(rid)
+
+    def release() -> None:
+        nonlocal slot
+        if slot:
+            slot = False
+            gw.limiter.release(key)
+
+    try:
+        raw = with_default_max_tokens(payload, raw, min(gw.cfg.default_max_tokens,
+                                                        gw.cfg.max_tokens_cap))
+        adapter = model if model != gw.base_model else None
+        # the client's own bytes go upstream (a default max_tokens added); the log keeps them
+        base = gw.row(rid, endpoint, key, request, model=model, adapter=adapter,
+                      end_user=_end_user(payload), request=raw.decode("utf-8", "replace"))
+        try:
+            resp = await gw.upstream.post(endpoint, raw, {"content-type": "application/json",
+                                                          "x-request-id": rid})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            err = HTTPError(503, f"the engine is unavailable ({exc.__class__.__name__})",
+                            "engine_unavailable")
+            gw.log({**base, "response": err.message, "status": 503,
+                    "latency_ms": (time.perf_counter() - start) * 1000})
+            release()
+            return err.response(rid)
+        if payload.get("stream") and resp.status == 200:
+            relay = _Relay(resp, base, start, gw)
+            return _RelayResponse(relay.events(), relay, release, status_code=200,
+                                  media_type="text/event-stream", headers={"X-Request-Id": rid})
+        answer = await _whole(gw, resp, base, start, rid)
+        release()
+        return answer
+    except BaseException:
+        release()
+        raise
+
+
+class _Relay:
+    """Pass the engine's SSE bytes through; parse only the text and usage for the log."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, base: dict[str, Any], start: float,
+                 gw: GatewayState) -> None:
+        self.resp, self.base, self.start, self.gw = resp, base, start, gw
+        self.parts: list[str] = []
+        self.usage: dict[str, Any] = {}
+        self.chunks = 0
+        self.logged = False
+
+    def log(self, status: int) -> None:
+        if self.logged:
+            return
+        self.logged = True
+        self.gw.log({**self.base, "response": "".join(self.parts), "status": status,
+                     "latency_ms": (time.perf_counter() - self.start) * 1000,
+                     "prompt_tokens": self.usage.get("prompt_tokens"),
+                     "completion_tokens": self.usage.get("completion_tokens", self.chunks)})
+
+    async def events(self) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for raw in self.resp.content.iter_any():
+                pending += raw
+                *lines, pending = pending.split(b"\n")
+                done = False
+                for line in lines:
+                    if not line.startswith(b"data: "):
+                        continue
+                    if line.startswith(b"data: [DONE]"):
+                        done = True
+                        continue
+                    try:
+                        event = loads(line[6:])
+                    except ValueError:
+                        continue
+                    if event.get("usage"):
+                        self.usage = event["usage"]
+                    for choice in event.get("choices") or ():
+                        piece = (choice.get("delta") or {}).get("content") or choice.get("text")
+                        if piece:
+                            self.parts.append(piece)
+                            self.chunks += 1
+                if done:
+                    self.log(200)  # durable before the client sees the end of the stream
+                yield raw
+        except (aiohttp.ClientError, TimeoutError):
+            self.log(503)
+            raise
+
+    def close(self) -> None:
+        self.resp.release()
+        self.log(499)  # the client went away before the end
+
+
+class _RelayResponse(StreamingResponse):
+    """A stream whose clean-up (log row, upstream connection, key's slot) runs however it ends,
+    even when the client is gone before the first byte."""
+
+    def __init__(self, content: AsyncIterator[bytes], relay: _Relay,
+                 release: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._relay, self._release = relay, release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._relay.close()
+            self._release()
+
+
+async def _whole(gw: GatewayState, resp: aiohttp.ClientResponse, base: dict[str, Any],
+                 start: float, rid: str) -> Response:
+    status = resp.status
+    try:
+        data = await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        data = b'{"error": {"message": "the engine timed out", "code": 503}}'
+        status = 503
+    finally:
+        resp.release()
+    text, usage = "", {}
+    try:
+        body = loads(data)
+        usage = body.get("usage") or {}
+        choice = (body.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
+        if status >= 400:
+            text = str((body.get("error") or {}).get("message", data[:2000]))
+    except (ValueError, AttributeError, IndexError):
+        text = data[:2000].decode("utf-8", "replace")
+    gw.log({**base, "response": text, "status": status,
+            "latency_ms": (time.perf_counter() - start) * 1000,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens")})
+    return Response(data, status_code=status, headers={
+        "X-Request-Id": rid, "content-type": resp.headers.get("content-type", "application/json")})

@@ -1,0 +1,88 @@
+"""Which request ids exist, so that feedback for an unknown request is refused (404)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from llmops.lakehouse import table_path
+
+__all__ = ["RequestIndex"]
+
+
+class RequestIndex:
+    """Request ids answered by this gateway, backed by the ``inference_log`` table.
+
+    The ids this process logged most recently are held in memory (at most
+    ``memory_limit``, oldest forgotten first); any other id (answered by another
+    gateway, or before a restart) is looked up in the table, reading only the
+    ``request_id`` column of the last ``window_days`` (files outside the window are
+    skipped on their statistics). An id not found is remembered as unknown for
+    ``negative_ttl_s``, so that a burst of made-up ids costs one read each at most.
+    """
+
+    def __init__(self, lakehouse: Path, memory_limit: int = 1_000_000, window_days: float = 90,
+                 negative_ttl_s: float = 5.0, negative_limit: int = 100_000) -> None:
+        self.lakehouse = Path(lakehouse)
+        self.memory_limit = memory_limit
+        self.window_days = window_days
+        self.negative_ttl_s = negative_ttl_s
+        self.negative_limit = negative_limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self._table: Any = None
+        self._table_lock = threading.Lock()
+        self.table_reads = 0
+
+    def add(self, request_id: str) -> None:
+        with self._lock:
+            self._ids[request_id] = None
+            self._unknown.pop(request_id, None)
+            while len(self._ids) > self.memory_limit:
+                self._ids.popitem(last=False)  # the table still knows it
+
+    def contains_in_memory(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._ids
+
+    def contains(self, request_id: str) -> bool:
+        """Whether the id was answered (memory first, then the table; blocking: call off-loop)."""
+        now = time.monotonic()
+        with self._lock:
+            if request_id in self._ids:
+                return True
+            seen = self._unknown.get(request_id)
+            if seen is not None and now - seen < self.negative_ttl_s:
+                return False
+        found = self._in_table(request_id)
+        with self._lock:
+            if found:
+                self._ids[request_id] = None
+            else:
+                self._unknown[request_id] = now
+                while len(self._unknown) > self.negative_limit:
+                    self._unknown.popitem(last=False)
+        return found
+
+    def _in_table(self, request_id: str) -> bool:
+        path = table_path(self.lakehouse, "inference_log")
+        if not (path / "_delta_log").is_dir():
+            return False
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+
+        with self._table_lock:
+            if self._table is None:
+                self._table = DeltaTable(str(path))
+            else:
+                self._table.update_incremental()  # only the commits since the last read
+            dataset = self._table.to_pyarrow_dataset()
+            self.table_reads += 1
+        since = datetime.now(timezone.utc) - timedelta(days=self.window_days)
+        where = (pc.field("ts") >= since) & (pc.field("request_id") == request_id)
+        return dataset.to_table(columns=["request_id"], filter=where).num_rows > 0

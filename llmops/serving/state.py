@@ -1,0 +1,133 @@
+"""What the gateway's routes share: its settings, the engine, the keys, the log and the metrics.
+
+Routes (``proxy``, ``chain_routes``, ``feedback_routes``, ``health``, ``admin``) take a
+``GatewayState`` and use only its public methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+
+from llmops.serving.auth import ApiKey, KeyRing
+from llmops.serving.chains import ChainServer
+from llmops.serving.config import EndpointConfig
+from llmops.serving.errors import HTTPError
+from llmops.serving.limits import KeyLimiter
+from llmops.serving.metrics import GatewayMetrics
+from llmops.serving.request_index import RequestIndex
+from llmops.serving.upstream import Upstream, loads
+from llmops.serving.wal import WriteAheadLog, utcnow
+
+__all__ = ["GatewayState"]
+
+log = logging.getLogger(__name__)
+_RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CHAIN_PATH = re.compile(r"^/v1/chains/[^/]+/invoke$")
+
+
+class GatewayState:
+    """One gateway's state; ``adapters`` is the adapter registry (None: no adapters)."""
+
+    def __init__(self, config: EndpointConfig, env: str, upstream: Upstream, keys: KeyRing,
+                 wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
+                 adapters: Any = None, engine_alive: Callable[[], bool] | None = None) -> None:
+        self.cfg = config.gateway
+        self.env = env
+        self.base_model = config.engine.served_model_name
+        self.upstream = upstream
+        self.keys = keys
+        self.limiter = KeyLimiter()
+        self.wal = wal
+        self.requests = requests
+        self.chains = chains
+        self.adapters = adapters
+        self.engine_alive = engine_alive
+        self.metrics = GatewayMetrics()
+        self.served_chains: set[str] = set()  # names answered at least once: metric labels
+
+    @staticmethod
+    def new_request_id() -> str:
+        """The server's id for a request: the key of its log row, never chosen by the client."""
+        return uuid.uuid4().hex
+
+    @staticmethod
+    def client_request_id(request: Request) -> str | None:
+        """The ``X-Request-Id`` the client sent, where it is a well-formed id (kept beside ours)."""
+        given = request.headers.get("x-request-id", "")
+        return given if _RID.match(given) else None
+
+    async def read_json(self, request: Request) -> tuple[dict[str, Any], bytes]:
+        """The body as a JSON object and its bytes; 413 over ``max_body_bytes``, 400 if not JSON."""
+        limit = self.cfg.max_body_bytes
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            raise HTTPError(413, f"request body over {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPError(413, f"request body over {limit} bytes")
+        try:
+            payload = loads(bytes(body))
+        except ValueError as exc:
+            raise HTTPError(400, "the body is not valid JSON") from exc
+        if not isinstance(payload, dict):
+            raise HTTPError(400, "the body must be a JSON object")
+        return payload, bytes(body)
+
+    def row(self, request_id: str, endpoint: str, key: ApiKey | None, http: Request,
+            **fields: Any) -> dict[str, Any]:
+        """An ``inference_log`` row: the client is the key's name (its address without keys)."""
+        client = key.name if key else (http.client.host if http.client else "")
+        return {"request_id": request_id, "endpoint": endpoint, "client": client,
+                "client_request_id": self.client_request_id(http), **fields}
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Make ``row`` durable (write-ahead log), remember its id and count it."""
+        full = {"env": self.env, "ts": utcnow(), **row}
+        self.wal.append("inference_log", full)
+        self.requests.add(row["request_id"])
+        self.metrics.observe(full, self.metric_labels(full))
+
+    def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,
+                  http: Request, payload: dict[str, Any], latency_ms: float,
+                  **fields: Any) -> None:
+        """Log a refused request, except those refused before anyone was known (401, 403, 413)."""
+        if err.status in (401, 403, 413):
+            return
+        self.log(self.row(request_id, endpoint, key, http,
+                          request=json.dumps(payload)[:65536] if payload else "",
+                          response=err.message, status=err.status, latency_ms=latency_ms,
+                          **fields))
+
+    def rate_limited(self, key: ApiKey, endpoint: str) -> None:
+        """Count and log a 429 (its row is not written: a flood must not fill the tables)."""
+        self.metrics.rate_limited.labels(key=key.name).inc()
+        log.warning("rate limit: key %s refused on %s", key.name, endpoint)
+
+    def metric_labels(self, row: dict[str, Any]) -> dict[str, str]:
+        """Labels from names the gateway knows; anything a client made up is ``unknown``."""
+        known = self.upstream.models | {self.base_model}
+        endpoint = row["endpoint"]
+        chain = row.get("chain") or ""
+        if _CHAIN_PATH.match(endpoint):
+            endpoint = "/v1/chains/{name}/invoke"
+        model = row.get("model") or ""
+        adapter = row.get("adapter") or ""
+        return {
+            "endpoint": endpoint,
+            "model": model if not model or model in known or model in self._chain_models()
+            else "unknown",
+            "adapter": adapter if not adapter or adapter in known else "unknown",
+            "chain": chain if not chain or chain in self.served_chains else "unknown",
+        }
+
+    def _chain_models(self) -> set[str]:
+        return self.chains.chat_models() if self.chains is not None else set()

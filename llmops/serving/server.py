@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -10,20 +11,25 @@ from typing import Any
 from llmops.config import Settings, load_settings
 from llmops.errors import ConfigError
 from llmops.serving.adapters import AdapterRegistry, LoadedAdapter
-from llmops.serving.auth import load_keys
+from llmops.serving.auth import check_exposure, load_keys
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig, EngineConfig, load_endpoint_config
 from llmops.serving.engine import Engine, resolve_engine_model
-from llmops.serving.feedback_store import RequestIndex
 from llmops.serving.gateway import Gateway
+from llmops.serving.request_index import RequestIndex
 from llmops.serving.wal import WriteAheadLog
 
 __all__ = ["build_gateway", "serve"]
 
 
 def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
-                  adapters: AdapterRegistry | None = None) -> Gateway:
-    """A gateway for an engine at ``engine_url`` (its write-ahead log replayed and running)."""
+                  adapters: AdapterRegistry | None = None, engine_key: str | None = None,
+                  engine_alive: Callable[[], bool] | None = None) -> Gateway:
+    """A gateway for an engine at ``engine_url`` (its write-ahead log replayed and running).
+
+    ``engine_key`` is the engine's key (sent upstream as ``Authorization: Bearer``);
+    ``engine_alive`` tells whether the engine process still runs (``/readyz`` is 503 when not).
+    """
     from llmops.stores import connect
 
     keys = load_keys(config.auth, settings.root)  # fails before anything starts
@@ -35,12 +41,13 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
     wal.start()
     connect(settings)
     root_url = engine_url.rstrip("/").removesuffix("/v1")
-    chains = ChainServer(settings, root_url + "/v1", config.engine.served_model_name)
+    chains = ChainServer(settings, root_url + "/v1", config.engine.served_model_name,
+                         api_key_env=config.engine.api_key_env)
     if adapters is None and config.engine.enable_lora:
         adapters = AdapterRegistry(settings, _engine_model(settings, config),
                                    config.engine.max_lora_rank)
     return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
-                   chains, adapters)
+                   chains, adapters, engine_key=engine_key, engine_alive=engine_alive)
 
 
 def _override_engine(config: EndpointConfig, overrides: dict[str, Any],
@@ -70,7 +77,7 @@ def _engine_model(settings: Settings, config: EndpointConfig) -> str | None:
 
 
 def _load_at_runtime(engine_url: str, adapters: dict[str, LoadedAdapter],
-                     echo: Callable[[str], None]) -> None:
+                     echo: Callable[[str], None], engine_key: str | None = None) -> None:
     """Load adapters into an engine started elsewhere (vLLM's runtime LoRA API)."""
     import json
     import urllib.error
@@ -79,8 +86,10 @@ def _load_at_runtime(engine_url: str, adapters: dict[str, LoadedAdapter],
     base = engine_url.rstrip("/").removesuffix("/v1")
     for served, adapter in adapters.items():
         body = json.dumps({"lora_name": served, "lora_path": str(adapter.path)}).encode()
-        req = urllib.request.Request(base + "/v1/load_lora_adapter", data=body,
-                                     headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if engine_key:
+            headers["authorization"] = f"Bearer {engine_key}"
+        req = urllib.request.Request(base + "/v1/load_lora_adapter", data=body, headers=headers)
         try:
             urllib.request.urlopen(req, timeout=300).close()
             echo(f"loaded adapter {served}")
@@ -109,7 +118,8 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         config.gateway.port = port
     if engine_port:
         config.engine.port = engine_port
-    load_keys(config.auth, settings.root)  # refuse to start staging/prod without keys
+    # refuse to start staging/prod without keys, or any env on a non-loopback address
+    check_exposure(config.gateway.host, load_keys(config.auth, settings.root))
     registry = AdapterRegistry(settings, _engine_model(settings, config),
                                config.engine.max_lora_rank, config.engine.enable_lora)
     startup = (registry.at_startup(config.engine.adapters, config.engine.adapter_alias)
@@ -118,21 +128,33 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         echo(f"adapter {adapter.name}@{config.engine.adapter_alias} = version {adapter.version} "
              f"(served as {served})")
     engine: Engine | None = None
+    engine_alive: Callable[[], bool] | None = None
     if config.engine.url:
         # An engine managed elsewhere: the gateway starts at once, /readyz tells when it is up.
         engine_url = config.engine.url
+        engine_key = os.environ.get(config.engine.api_key_env)
         echo(f"using the engine at {engine_url}")
-        _load_at_runtime(engine_url, startup, echo)
+        _load_at_runtime(engine_url, startup, echo, engine_key)
     else:
         model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs",
                                      settings.base_model)
         engine = Engine(config.engine, model, settings.state_dir / "logs" / "engine.log",
-                        lora_modules={served: str(a.path) for served, a in startup.items()})
+                        lora_modules={served: str(a.path) for served, a in startup.items()},
+                        state_dir=settings.state_dir)
         echo(f"starting the engine ({model}) ...")
         engine.start()
-        engine_url = engine.url
+        engine_url, engine_key, engine_alive = engine.url, engine.api_key, engine.alive
+        if engine_key:
+            # chains served here call the engine too; they read its key from this variable
+            os.environ[config.engine.api_key_env] = engine_key
         echo(f"engine ready at {engine_url}")
-    gateway = build_gateway(settings, config, engine_url, registry)
+    try:
+        gateway = build_gateway(settings, config, engine_url, registry, engine_key=engine_key,
+                                engine_alive=engine_alive)
+    except BaseException:
+        if engine is not None:
+            engine.stop()
+        raise
     server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
                                            port=config.gateway.port, log_level="warning",
                                            access_log=False, lifespan="off"))

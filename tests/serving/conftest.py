@@ -16,20 +16,56 @@ import pytest
 
 from tests.conftest import REPO, free_port
 
+# Secrets the gateway's environment may hold; the session engine starts with them set, and
+# tests/serving/test_engine_isolation.py checks that none of them reached it.
+CANARY_SECRETS = {
+    "LLMOPS_API_KEYS": "canary-gateway-key",
+    "OPENAI_API_KEY": "sk-canary-openai",
+    "AWS_SECRET_ACCESS_KEY": "canary-aws-secret",
+    "MLFLOW_TRACKING_PASSWORD": "canary-mlflow-password",
+    "VLLM_API_KEY": "canary-not-the-engine-key",
+}
+
 
 @pytest.fixture(scope="session")
-def engine_url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The session's engine (an :class:`llmops.serving.engine.Engine`), started with
+    ``CANARY_SECRETS`` in the environment; its key is exported as ``LLMOPS_ENGINE_API_KEY`` for
+    the session, so that gateways started with ``engine.url`` (they inherit it) can reach it."""
     from llmops.models import ensure_tiny_model
     from llmops.serving.config import EngineConfig
     from llmops.serving.engine import Engine
 
     cfg = EngineConfig(port=free_port(), max_model_len=2048, served_model_name="base",
                        max_lora_rank=16, start_timeout_s=600)
-    log = tmp_path_factory.mktemp("engine") / "engine.log"
-    engine = Engine(cfg, str(ensure_tiny_model(models_dir, REPO / "docs")), log)
-    engine.start()
-    yield engine.url.removesuffix("/v1")
+    folder = tmp_path_factory.mktemp("engine")
+    engine = Engine(cfg, str(ensure_tiny_model(models_dir, REPO / "docs")), folder / "engine.log",
+                    state_dir=folder)
+    saved = {name: os.environ.get(name) for name in [*CANARY_SECRETS, cfg.api_key_env]}
+    os.environ.update(CANARY_SECRETS)
+    try:
+        engine.start()
+    finally:
+        for name in CANARY_SECRETS:
+            _restore(name, saved[name])
+    assert engine.api_key
+    os.environ[cfg.api_key_env] = engine.api_key
+    yield engine
+    _restore(cfg.api_key_env, saved[cfg.api_key_env])
     engine.stop()
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def engine_url(engine) -> str:
+    """The session engine's root URL (no ``/v1``)."""
+    return engine.url.removesuffix("/v1")
 
 
 def write_endpoint(project: Path, engine_url: str, port: int, **gateway) -> None:

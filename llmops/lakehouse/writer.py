@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ from llmops.lakehouse.tables import TABLES, schema
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["append_rows", "read_table", "table_path"]
+__all__ = ["append_rows", "check_row", "read_table", "table_path"]
 
 
 def table_path(lakehouse: Path, table: str) -> Path:
@@ -20,52 +20,85 @@ def table_path(lakehouse: Path, table: str) -> Path:
     return Path(lakehouse) / table
 
 
-def _check_row(table: str, row: dict[str, Any]) -> None:
+_INT_RANGE = {"int32": 2**31, "int64": 2**63}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether Arrow can store ``value`` in a column of type ``kind`` (no overflow, valid UTF-8)."""
+    if kind == "string":
+        if not isinstance(value, str):
+            return False
+        try:
+            value.encode("utf-8")  # a lone surrogate cannot be written
+        except UnicodeEncodeError:
+            return False
+        return True
+    if kind in _INT_RANGE:
+        bound = _INT_RANGE[kind]
+        return isinstance(value, int) and not isinstance(value, bool) and -bound <= value < bound
+    if kind == "float64":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:
+            float(value)
+        except OverflowError:
+            return False
+        return True
+    if kind == "timestamp":
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            return False
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            return False
+        return True
+    raise AssertionError(kind)
+
+
+def check_row(table: str, row: dict[str, Any]) -> None:
+    """Raise ``LlmopsError`` unless ``row`` can be appended to ``table`` as it is."""
     columns = TABLES[table]
     unknown = set(row) - set(columns)
     if unknown:
         raise LlmopsError(f"{table}: unknown column(s) {', '.join(sorted(unknown))}")
     for name, kind in columns.items():
         value = row.get(name)
-        if value is None:
-            continue
-        ok = {
-            "string": isinstance(value, str),
-            "int32": isinstance(value, int) and not isinstance(value, bool),
-            "int64": isinstance(value, int) and not isinstance(value, bool),
-            "float64": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "timestamp": isinstance(value, datetime) and value.tzinfo is not None,
-        }[kind]
-        if not ok:
+        if value is not None and not _fits(kind, value):
             raise LlmopsError(f"{table}.{name}: expected {kind}, got {type(value).__name__}")
 
 
 def append_rows(
     lakehouse: Path, table: str, rows: list[dict[str, Any]],
     commit_metadata: dict[str, str] | None = None,
+    app_transaction: tuple[str, int] | None = None,
 ) -> int:
     """Append ``rows`` to ``table`` in one Delta commit (all or nothing); returns the row count.
 
     Every row is checked against the table's schema before anything is written.
     ``commit_metadata`` is stored in the commit's info (read back with ``history()``).
+    ``app_transaction`` (app id, version) is recorded in the same commit as a Delta
+    application transaction: ``DeltaTable.transaction_version(app_id)`` then returns the
+    version, which is how a writer that replays its work knows what already landed.
     Concurrent appends from several processes are safe: Delta retries on conflict.
     """
     try:
         import pyarrow as pa
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties, Transaction, write_deltalake
     except ImportError as exc:
         raise MissingExtraError(exc.name or "deltalake", "index") from exc
     if not rows:
         return 0
     for row in rows:
-        _check_row(table, row)
+        check_row(table, row)
     sch = schema(table)
     data = pa.Table.from_pylist(
         [{name: row.get(name) for name in sch.names} for row in rows], schema=sch
     )
     path = table_path(lakehouse, table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    props = CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None
+    txns = [Transaction(*app_transaction)] if app_transaction else None
+    props = (CommitProperties(custom_metadata=commit_metadata, app_transactions=txns)
+             if commit_metadata or txns else None)
     # "merge": a table written before a column was added gains it (older rows read null)
     write_deltalake(str(path), data, mode="append", schema_mode="merge",
                     commit_properties=props)

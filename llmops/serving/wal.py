@@ -3,28 +3,47 @@
 Every row is appended to a local segment file (one ``write`` call, before the
 client gets its answer), so it survives a ``kill -9`` of the gateway. A
 background thread rotates the segment, appends its rows to the Delta table in
-one commit tagged with the segment's name, then deletes the file. At start-up
-leftover segments are replayed; a segment whose tag is already in the table's
-history was committed before the crash and is only deleted: exactly once.
-The segment files never hold more than the rows of the last flush interval.
+one commit, then deletes the file.
+
+Exactly once is Delta's own mechanism, the application transaction: each
+gateway instance is one ``app_id`` per table, each segment carries a version
+in its name, and the commit of a segment records ``(app_id, version)`` in the
+same atomic commit as its rows. Versions only grow, across restarts too: a run
+starts above the table's transaction version, above any leftover segment and
+above the clock's microseconds. At start-up leftover segments are replayed
+oldest first; one whose version is not above the table's transaction version
+was committed before the crash and is only deleted, however many other
+commits happened since.
+
+A line that cannot be decoded is never dropped silently: only a torn last
+line (a write cut short by the crash, never acknowledged) is skipped; any
+other is moved to ``<folder>/quarantine/<table>/<segment>``, logged and counted.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llmops.errors import LlmopsError
 from llmops.faults import fault_point
-from llmops.lakehouse import append_rows, table_path
+from llmops.lakehouse import TABLES, append_rows, check_row, table_path
 
 __all__ = ["WriteAheadLog"]
 
+log = logging.getLogger(__name__)
+
 _MARK = "llmops.wal_segment"
+_SEGMENT = re.compile(r"^(\d{20})\.jsonl$")
+# the format before application transactions: "<seq>-<run id>.jsonl", seq restarting per run
+_LEGACY = re.compile(r"^\d{12}-[0-9a-f]+-\d+\.jsonl$")
 
 
 def _encode(row: dict[str, Any]) -> bytes:
@@ -32,15 +51,43 @@ def _encode(row: dict[str, Any]) -> bytes:
     return (json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _decode(line: bytes) -> dict[str, Any]:
-    row = json.loads(line)
-    if isinstance(row.get("ts"), str):
-        row["ts"] = datetime.fromisoformat(row["ts"])
+def _decode(table: str, line: bytes) -> dict[str, Any]:
+    """The row a line holds; ``LlmopsError`` if it is not one ``table`` can take."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+        if not isinstance(row, dict):
+            raise LlmopsError("not a JSON object")
+        for name, kind in TABLES[table].items():
+            if kind == "timestamp" and isinstance(row.get(name), str):
+                row[name] = datetime.fromisoformat(row[name])
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise LlmopsError(f"{exc.__class__.__name__}: {exc}") from exc
+    check_row(table, row)
     return row
 
 
+def _version(segment: Path) -> int:
+    match = _SEGMENT.match(segment.name)
+    if not match:
+        raise ValueError(f"not a segment name: {segment.name}")
+    return int(match.group(1))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 class WriteAheadLog:
-    """Segment files per table under ``folder``, flushed into ``lakehouse`` tables."""
+    """Segment files per table under ``folder``, flushed into ``lakehouse`` tables.
+
+    Health, for a readiness probe: ``failing_since`` (``time.monotonic()`` of the
+    first failed flush of the current streak, None once a flush succeeds),
+    ``flush_failures`` (total), ``last_error``, ``backlog_rows()`` and
+    ``quarantined`` (lines moved to quarantine by this process).
+    """
 
     def __init__(self, folder: Path, lakehouse: Path, tables: list[str], instance: str,
                  flush_interval_s: float = 1.0, batch_size: int = 512) -> None:
@@ -50,33 +97,67 @@ class WriteAheadLog:
         self.instance = instance
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the open segments and the row counts
         self._fds: dict[str, int] = {}
-        self._seq: dict[str, int] = {}
+        self._current: dict[str, Path] = {}
+        self._closed: list[Path] = []
+        self._rows: dict[Path, int] = {}  # rows of each segment not yet committed
+        self._next: dict[str, int] = {}  # the version of the next segment per table
+        self._committed: dict[str, int] = {}  # the table's transaction version, once read
         self._pending = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.committed_rows = 0
-        self.last_error: str | None = None
-        self._run_id = f"{time.time_ns():x}-{os.getpid()}"
-        self._current: dict[str, Path] = {}
-        self._closed: list[Path] = []
         self._flush_lock = threading.Lock()
+        self.committed_rows = 0
+        self.quarantined = 0
+        self.flush_failures = 0
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+
+    def app_id(self, table: str) -> str:
+        """The Delta application id under which this instance commits to ``table``."""
+        return f"llmops-wal:{self.instance}:{table}"
+
+    def backlog_rows(self) -> int:
+        """Rows appended but not yet committed (open and closed segments)."""
+        with self._lock:
+            return sum(self._rows.values())
+
+    # -- versions --------------------------------------------------------
+    def _committed_version(self, table: str) -> int:
+        """The highest segment version of this instance that ``table`` holds (0: none)."""
+        if table not in self._committed:
+            path = table_path(self.lakehouse, table)
+            version = None
+            if (path / "_delta_log").is_dir():
+                from deltalake import DeltaTable
+
+                version = DeltaTable(str(path)).transaction_version(self.app_id(table))
+            self._committed[table] = version or 0
+        return self._committed[table]
+
+    def _first_version(self, table: str) -> int:
+        """Above everything committed or left over; the clock keeps it so if the table is down."""
+        leftovers = [_version(p) for p in (self.folder / table).glob("*.jsonl")
+                     if _SEGMENT.match(p.name)]
+        try:
+            committed = self._committed_version(table)
+        except Exception:  # noqa: BLE001 - the clock alone is above any earlier run's versions
+            committed = 0
+        return max([committed, *leftovers, time.time_ns() // 1000]) + 1
 
     # -- writing ---------------------------------------------------------
-    def _segment(self, table: str, seq: int) -> Path:
-        # The run id makes every segment name unique across restarts: a name is
-        # also the commit tag, and a new run must never reuse a committed one.
-        return self.folder / table / f"{seq:012d}-{self._run_id}.jsonl"
-
     def _open(self, table: str) -> None:
         (self.folder / table).mkdir(parents=True, exist_ok=True)
-        seq = self._seq.get(table, 0) + 1
-        self._seq[table] = seq
-        self._current[table] = self._segment(table, seq)
-        self._fds[table] = os.open(self._current[table], os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                   0o600)
+        if table not in self._next:
+            self._next[table] = self._first_version(table)
+        version = self._next[table]
+        self._next[table] = version + 1
+        path = self.folder / table / f"{version:020d}.jsonl"
+        self._current[table] = path
+        self._rows[path] = 0
+        self._fds[table] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def append(self, table: str, row: dict[str, Any]) -> None:
         """Make ``row`` durable against a crash of this process (one ``write``)."""
@@ -85,6 +166,7 @@ class WriteAheadLog:
             if table not in self._fds:
                 self._open(table)
             os.write(self._fds[table], data)
+            self._rows[self._current[table]] += 1
             self._pending += 1
             if self._pending >= self.batch_size:
                 self._wake.set()
@@ -98,50 +180,85 @@ class WriteAheadLog:
                 os.close(self._fds.pop(table))
                 self._closed.append(self._current.pop(table))
 
-    def _committed_marks(self, table: str) -> set[str]:
-        path = table_path(self.lakehouse, table)
-        if not (path / "_delta_log").is_dir():
-            return set()
-        from deltalake import DeltaTable
+    def _read_segment(self, table: str, seg: Path) -> list[dict[str, Any]]:
+        """The rows of a segment; undecodable lines go to quarantine before anything commits."""
+        lines = seg.read_bytes().split(b"\n")
+        tail = lines.pop()  # empty unless the last write was cut short
+        rows, bad = [], []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(_decode(table, line))
+            except LlmopsError as exc:
+                log.warning("WAL %s/%s line %d cannot be decoded (%s): moved to quarantine",
+                            table, seg.name, number, str(exc).split(":")[0])
+                bad.append(line + b"\n")
+        if tail:
+            try:
+                rows.append(_decode(table, tail))  # whole, only its newline missing
+            except LlmopsError:
+                log.info("WAL %s/%s: skipped a torn last line (never acknowledged)",
+                         table, seg.name)
+        if bad:
+            # Rewritten whole, not appended: replaying the segment after a crash is harmless.
+            _write_atomically(self.folder / "quarantine" / table / seg.name, b"".join(bad))
+            self.quarantined += len(bad)
+        return rows
 
-        marks = set()
-        for entry in DeltaTable(str(path)).history(limit=1000):
-            mark = entry.get(_MARK)
-            if mark:
-                marks.add(str(mark))
-        return marks
-
-    def _commit_closed(self) -> int:
-        """Commit every closed segment, oldest first; a failure leaves the rest for next time."""
-        rows_done = 0
-        marks: dict[str, set[str]] = {}
-        for seg in sorted(self._closed, key=lambda p: (p.parent.name, p.name)):
-            table = seg.parent.name
-            if table not in marks:
-                marks[table] = self._committed_marks(table)
-            mark = f"{self.instance}/{table}/{seg.stem}"
-            if mark not in marks[table] and seg.exists():
-                rows = []
-                for line in seg.read_bytes().splitlines():
-                    try:
-                        rows.append(_decode(line))
-                    except (ValueError, TypeError):
-                        continue  # a torn last line was never acknowledged
-                if rows:
-                    append_rows(self.lakehouse, table, rows, commit_metadata={_MARK: mark})
-                    rows_done += len(rows)
-                fault_point("wal_committed")
-            seg.unlink(missing_ok=True)
+    def _commit_segment(self, table: str, seg: Path) -> None:
+        version = _version(seg)
+        if version > self._committed_version(table) and seg.exists():
+            rows = self._read_segment(table, seg)
+            if rows:
+                append_rows(self.lakehouse, table, rows,
+                            commit_metadata={_MARK: f"{self.instance}/{table}/{seg.name}"},
+                            app_transaction=(self.app_id(table), version))
+                self._committed[table] = version
+                self.committed_rows += len(rows)
+            fault_point("wal_committed")
+        seg.unlink(missing_ok=True)
+        with self._lock:
             self._closed.remove(seg)
-        return rows_done
+            self._rows.pop(seg, None)
+
+    def _commit_closed(self) -> None:
+        """Commit every closed segment, oldest first per table.
+
+        A failure stops that table (a later version must never land before an
+        earlier one) and is raised once the other tables had their turn.
+        """
+        error: Exception | None = None
+        by_table: dict[str, list[Path]] = {}
+        for seg in sorted(self._closed, key=_version):
+            by_table.setdefault(seg.parent.name, []).append(seg)
+        for table, segments in by_table.items():
+            try:
+                for seg in segments:
+                    self._commit_segment(table, seg)
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other tables
+                self._committed.pop(table, None)  # did it land? read the table next time
+                error = error or exc
+        if error is not None:
+            raise error
 
     def flush(self) -> int:
         """Rotate and commit everything written so far; returns the rows committed."""
         with self._flush_lock:
+            before = self.committed_rows
             self._rotate()
-            done = self._commit_closed()
-            self.committed_rows += done
-            return done
+            try:
+                self._commit_closed()
+            except Exception as exc:
+                self.flush_failures += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning("WAL flush to %s failed (%d rows waiting, failure %d): %s",
+                            self.lakehouse, self.backlog_rows(), self.flush_failures,
+                            self.last_error)
+                raise
+            self.failing_since = None
+            self.last_error = None
+            return self.committed_rows - before
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -150,17 +267,57 @@ class WriteAheadLog:
             try:
                 if self._pending or self._closed:
                     self.flush()
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - keep serving; segments stay for next flush
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
+            except Exception:  # noqa: BLE001 - logged by flush; keep serving, segments stay
                 time.sleep(min(self.flush_interval_s, 1.0))
 
+    def _adopt_legacy(self, table: str, seg: Path) -> Path | None:
+        """A segment of the previous format: deleted if its commit tag is in recent history,
+        else renamed to a fresh version (for a crash during the upgrade)."""
+        path = table_path(self.lakehouse, table)
+        if (path / "_delta_log").is_dir():
+            from deltalake import DeltaTable
+
+            mark = f"{self.instance}/{table}/{seg.stem}"
+            if any(e.get(_MARK) == mark for e in DeltaTable(str(path)).history(limit=1000)):
+                seg.unlink()
+                return None
+        if table not in self._next:
+            self._next[table] = self._first_version(table)
+        target = seg.with_name(f"{self._next[table]:020d}.jsonl")
+        self._next[table] += 1
+        seg.rename(target)
+        return target
+
     def start(self) -> int:
-        """Replay what a previous run left behind, then flush in the background."""
-        self._closed = sorted(p for t in self.tables for p in (self.folder / t).glob("*.jsonl"))
-        with self._flush_lock:
-            replayed = self._commit_closed()
-        self.committed_rows += replayed
+        """Replay what a previous run left behind, then flush in the background.
+
+        Returns the rows replayed. A replay that fails is logged and retried by
+        the background thread (see ``failing_since``); the gateway still starts.
+        """
+        for table in self.tables:
+            for found in sorted((self.folder / table).glob("*.jsonl")):
+                seg: Path | None = found
+                if _LEGACY.match(found.name):
+                    try:
+                        seg = self._adopt_legacy(table, found)
+                    except Exception as exc:  # noqa: BLE001 - kept for the next start
+                        log.warning("WAL %s/%s left in place: %s", table, found.name, exc)
+                        continue
+                if seg is None:
+                    continue
+                if not _SEGMENT.match(seg.name):
+                    log.warning("WAL %s/%s is not a segment: left in place", table, seg.name)
+                    continue
+                data = seg.read_bytes()
+                with self._lock:
+                    self._closed.append(seg)
+                    self._rows[seg] = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+            if table not in self._next:
+                self._next[table] = self._first_version(table)
+        try:
+            replayed = self.flush()
+        except Exception:  # noqa: BLE001 - logged by flush; the thread retries
+            replayed = 0
         self._thread = threading.Thread(target=self._run, name="wal-flush", daemon=True)
         self._thread.start()
         return replayed

@@ -53,7 +53,7 @@ def cli(ctx: click.Context, env: str | None) -> None:
 
 
 def _register() -> None:
-    from llmops.cli import chains, demo, feedback, index, models, monitor, prompts, serve
+    from llmops.cli import chains, demo, feedback, index, models, monitor, prompts, serve, tables
     from llmops.cli import eval as eval_cli
     from llmops.cli import finetune as finetune_cli
 
@@ -67,6 +67,7 @@ def _register() -> None:
     cli.add_command(models.models)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)
+    cli.add_command(tables.tables)
 
 
 _register()

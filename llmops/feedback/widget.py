@@ -54,6 +54,9 @@ class NotebookAnswer:
 
     ``request_id`` names the answer in ``inference_log``: a new id by default; give
     the id of an answer already logged (by the gateway, say) to add feedback to it.
+    For a chain's answer, ``inputs`` holds the question and the messages the chain
+    served (``{"question", "messages"}``, logged as the request, as the gateway logs
+    it) and ``index_version`` the index version its retriever read.
     """
 
     answer: str
@@ -66,6 +69,7 @@ class NotebookAnswer:
     chain_version: str | None = None
     model: str | None = None
     latency_ms: float | None = None
+    index_version: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
@@ -110,9 +114,13 @@ class NotebookAnswer:
             if question is None:
                 raise LlmopsError("a chain's answer does not hold its question: pass question=")
             prompt, prompt_version = _split_ref(result.get("prompt"))
+            if isinstance(result.get("messages"), list):
+                inputs["messages"] = result["messages"]
+            index_version = result.get("index_version")
             return cls(answer=result["answer"], inputs=inputs, prompt=prompt,
                        prompt_version=prompt_version, chain=chain_name,
-                       chain_version=chain_version, model=result.get("chat_model"), **extra)
+                       chain_version=chain_version, model=result.get("chat_model"),
+                       index_version=str(index_version) if index_version else None, **extra)
         raise LlmopsError(
             f"cannot take feedback on a {type(result).__name__}: pass a try_prompt trial, "
             "a chain's answer dict, or the answer as a string"
@@ -245,7 +253,7 @@ def record_feedback(
             "prompt_version": answer.prompt_version,
             "request": json.dumps(answer.inputs, ensure_ascii=False, default=str),
             "response": answer.answer, "status": 200, "latency_ms": answer.latency_ms,
-            "client": answer.run_id,
+            "client": answer.run_id, "index_version": answer.index_version,
         }, "nothing was recorded")
     row = {
         "feedback_id": uuid.uuid4().hex, "request_id": answer.request_id, "ts": now,

@@ -6,6 +6,10 @@ holds, embeds and upserts only the missing ones, then deletes the extra ones.
 A crash at any point leaves a collection that the next run repairs: nothing
 can be recorded as indexed without being in the store, because no record
 exists apart from the store.
+
+The index version is stamped on the collection's metadata when a run finishes,
+and cleared before it writes, so a reader never takes a half-written collection
+for the version it was before (see ``store.read_version``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from llmops.faults import fault_point
 from llmops.indexing.chunking import Chunk, split_documents
 from llmops.indexing.embedding import Embedder, load_embedder
 from llmops.indexing.sources import SkippedDocument, SourceDocument, open_source
-from llmops.indexing.store import index_version, indexed_chunks, open_collection
+from llmops.indexing.store import index_version, indexed_chunks, open_collection, write_version
 
 __all__ = ["IndexPlan", "IndexReport", "plan_update", "update_index"]
 
@@ -194,6 +198,8 @@ def update_index(
         return report
 
     embedder = embedder or load_embedder(cfg.embedder, cfg.batch_size)
+    if plan.to_add or plan.to_delete:
+        write_version(coll, None)  # in flux: readers compute the version from the chunk ids
     bar = _progress(len(plan.to_add), progress)
     try:
         for batch, vectors in _embedded(_batches(plan.to_add, cfg.batch_size), embedder):
@@ -211,6 +217,7 @@ def update_index(
     for i in range(0, len(plan.to_delete), 1000):
         coll.delete(ids=plan.to_delete[i : i + 1000])
         fault_point("delete")
+    write_version(coll, version)
     report.seconds = time.perf_counter() - start
     if record:
         report.run_id = _record(settings, report, embedder, src.name, full)

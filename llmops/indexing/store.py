@@ -1,7 +1,9 @@
 """The vector store: a Chroma collection, embedded on disk or on a Chroma server.
 
 The collection itself is the record of what is indexed: every chunk's
-metadata holds its document id, and its id is derived from its content.
+metadata holds its document id, and its id is derived from its content. The
+index version (a hash of the chunk ids) is also kept in the collection's own
+metadata, so that a reader learns the version it reads with one cheap call.
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ from typing import Any
 from llmops.config import Settings
 from llmops.errors import MissingExtraError, StoreUnavailableError
 
-__all__ = ["index_version", "indexed_chunks", "open_collection", "open_client"]
+__all__ = [
+    "VERSION_KEY",
+    "index_version",
+    "indexed_chunks",
+    "open_client",
+    "open_collection",
+    "read_version",
+    "recorded_version",
+    "write_version",
+]
 
 _PAGE = 5000
+VERSION_KEY = "llmops.index_version"
+"""The collection metadata key holding the index version; empty while an update writes."""
 
 
 def open_client(settings: Settings) -> Any:
@@ -70,3 +83,30 @@ def index_version(chunk_ids: Any) -> str:
         digest.update(cid.encode("ascii"))
         digest.update(b"\n")
     return digest.hexdigest()[:16]
+
+
+def recorded_version(collection: Any) -> str | None:
+    """The version the last finished update wrote on ``collection``.
+
+    None while an update is writing (or after one crashed), and for a collection
+    no update has stamped yet: then only :func:`read_version` knows the version.
+    """
+    value = (collection.metadata or {}).get(VERSION_KEY)
+    return str(value) if value else None
+
+
+def write_version(collection: Any, version: str | None) -> None:
+    """Stamp ``version`` on the collection (``None``: an update is writing, version unknown).
+
+    Chroma replaces a collection's metadata as a whole and refuses to be told its
+    distance again, so the other keys are written back and the ``hnsw:`` ones left out
+    (the distance lives on in the collection's configuration).
+    """
+    meta = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
+    meta[VERSION_KEY] = version or ""
+    collection.modify(metadata=meta)
+
+
+def read_version(collection: Any) -> str:
+    """The collection's index version: as stamped, else computed from its chunk ids."""
+    return recorded_version(collection) or index_version(indexed_chunks(collection))

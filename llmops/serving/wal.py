@@ -51,18 +51,31 @@ def _encode(row: dict[str, Any]) -> bytes:
     return (json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
+class _Unreadable(ValueError):
+    """A line that is not a row; the message says why without quoting the line."""
+
+
+class _Incomplete(_Unreadable):
+    """Not UTF-8 or not JSON: what a write cut short leaves (a whole row always parses)."""
+
+
 def _decode(table: str, line: bytes) -> dict[str, Any]:
-    """The row a line holds; ``LlmopsError`` if it is not one ``table`` can take."""
+    """The row a line holds, or ``_Unreadable``."""
     try:
         row = json.loads(line.decode("utf-8"))
-        if not isinstance(row, dict):
-            raise LlmopsError("not a JSON object")
+    except UnicodeDecodeError:
+        raise _Incomplete("not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise _Incomplete("not JSON") from None
+    if not isinstance(row, dict):
+        raise _Unreadable("not a JSON object")
+    try:
         for name, kind in TABLES[table].items():
             if kind == "timestamp" and isinstance(row.get(name), str):
                 row[name] = datetime.fromisoformat(row[name])
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise LlmopsError(f"{exc.__class__.__name__}: {exc}") from exc
-    check_row(table, row)
+        check_row(table, row)
+    except (ValueError, LlmopsError):
+        raise _Unreadable(f"not a row of {table}") from None
     return row
 
 
@@ -188,19 +201,24 @@ class WriteAheadLog:
         for number, line in enumerate(lines, 1):
             try:
                 rows.append(_decode(table, line))
-            except LlmopsError as exc:
-                log.warning("WAL %s/%s line %d cannot be decoded (%s): moved to quarantine",
-                            table, seg.name, number, str(exc).split(":")[0])
-                bad.append(line + b"\n")
+            except _Unreadable as exc:
+                bad.append((number, str(exc), line))
         if tail:
             try:
                 rows.append(_decode(table, tail))  # whole, only its newline missing
-            except LlmopsError:
+            except _Incomplete:
                 log.info("WAL %s/%s: skipped a torn last line (never acknowledged)",
                          table, seg.name)
-        if bad:
-            # Rewritten whole, not appended: replaying the segment after a crash is harmless.
-            _write_atomically(self.folder / "quarantine" / table / seg.name, b"".join(bad))
+            except _Unreadable as exc:
+                bad.append((len(lines) + 1, str(exc), tail))
+        target = self.folder / "quarantine" / table / seg.name
+        # A segment never changes once closed: a retry or a replay after a crash finds
+        # its quarantine file already complete, and neither counts nor logs it twice.
+        if bad and not target.exists():
+            for number, reason, _ in bad:
+                log.warning("WAL %s/%s line %d is %s: moved to %s",
+                            table, seg.name, number, reason, target)
+            _write_atomically(target, b"".join(line + b"\n" for _, _, line in bad))
             self.quarantined += len(bad)
         return rows
 

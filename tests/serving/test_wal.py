@@ -135,11 +135,27 @@ def test_a_valid_row_the_table_cannot_take_is_quarantined_not_blocking(tmp_path:
         ["not", "an", "object"],
     ]
     content = line("ok-1") + b"".join(json.dumps(b).encode() + b"\n" for b in bad) + line("ok-2")
-    plant(tmp_path, 1, content)
+    # whole JSON without its newline is not torn (a cut-short write never parses): quarantined
+    plant(tmp_path, 1, content + json.dumps(bad[0]).encode())
     wal = new_wal(tmp_path)
     assert wal.start() == 2
     wal.close()
-    assert sorted(logged(tmp_path)) == ["ok-1", "ok-2"] and wal.quarantined == len(bad)
+    assert sorted(logged(tmp_path)) == ["ok-1", "ok-2"] and wal.quarantined == len(bad) + 1
+
+
+def test_a_retried_segment_is_quarantined_once(tmp_path: Path, caplog) -> None:
+    (tmp_path / "lakehouse").mkdir()
+    blocker = table_path(tmp_path / "lakehouse", TABLE)
+    blocker.write_text("not a table")
+    seg = plant(tmp_path, 1, line("r-1") + b"garbage\n")
+    wal = new_wal(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="llmops.serving.wal"):
+        assert wal.start() == 0 and wal.flush_failures == 1  # the replay failed; it started
+        blocker.unlink()
+        assert wal.flush() == 1
+    wal.close()
+    assert wal.quarantined == 1 and not seg.exists() and logged(tmp_path) == ["r-1"]
+    assert len([m for m in caplog.messages if "moved to" in m]) == 1
 
 
 def _replay(content: bytes) -> tuple[int, int, int]:
@@ -157,7 +173,7 @@ def _replay(content: bytes) -> tuple[int, int, int]:
         kept = quarantine.read_bytes().split(b"\n")[:-1] if quarantine.exists() else []
         assert len(kept) == wal.quarantined
         parts = content.split(b"\n")
-        assert all(x in parts[:-1] for x in kept)  # whole lines, as written
+        assert all(x in parts for x in kept)  # whole lines, as written
         return committed, len(kept), len(parts) - 1 + bool(parts[-1])
 
 

@@ -19,6 +19,29 @@ def test_staging_needs_keys(project: Path, engine_url: str) -> None:
     assert "requires API keys and none are set" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_the_shipped_endpoint_file_cannot_switch_keys_off(project: Path) -> None:
+    """serving/endpoint.yaml says auth.required: false; staging and prod require keys anyway,
+    and dev without keys listens on loopback only. Both refuse before any engine starts."""
+    from tests.conftest import REPO
+
+    (project / "serving").mkdir(exist_ok=True)
+    shipped = (REPO / "serving" / "endpoint.yaml").read_text()
+    assert "required: false" in shipped
+    (project / "serving" / "endpoint.yaml").write_text(shipped)
+    for env in ("staging", "prod"):
+        out = run_cli("--env", env, "serve", cwd=project, env={"LLMOPS_API_KEYS": ""},
+                      timeout=120)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "requires API keys and none are set" in out.stderr
+        assert "Traceback" not in out.stderr and "starting the engine" not in out.stdout
+    exposed = run_cli("serve", "--host", "0.0.0.0", cwd=project, env={"LLMOPS_API_KEYS": ""},
+                      timeout=120)
+    assert exposed.returncode == 1
+    assert ("the gateway would listen on 0.0.0.0 with no API keys: set keys (LLMOPS_API_KEYS or "
+            "auth.keys_file) or bind 127.0.0.1") in exposed.stderr
+    assert "Traceback" not in exposed.stderr and "starting the engine" not in exposed.stdout
+
+
 def test_scopes(project: Path, start_gateway) -> None:
     gw = start_gateway(env={"LLMOPS_API_KEYS": KEYS})
     h = httpx.Client(base_url=gw.url, timeout=30)

@@ -30,15 +30,18 @@ def test_openai_client_sync_completions_and_models(gateway, project: Path) -> No
     assert "base" in {m.id for m in c.models.list().data}
     raw = c.chat.completions.with_raw_response.create(
         model="base", messages=[{"role": "user", "content": "What is llmops?"}], max_tokens=8,
-        extra_headers={"X-Request-Id": "req-sync-1"},
+        extra_headers={"X-Request-Id": "req-sync-1"}, user="end-user-7",
     )
-    assert raw.headers["x-request-id"] == "req-sync-1"
+    rid = raw.headers["x-request-id"]  # the server's id; the client's is kept beside it
+    assert rid != "req-sync-1" and len(rid) == 32
     chat = raw.parse()
     assert chat.choices[0].message.content is not None and chat.usage.completion_tokens >= 1
     text = c.completions.create(model="base", prompt="llmops is", max_tokens=6)
     assert text.choices[0].text is not None
     rows = wait_rows(project, "inference_log", 2)
-    row = rows[rows["request_id"] == "req-sync-1"].iloc[0]
+    row = rows[rows["request_id"] == rid].iloc[0]
+    assert (row["client_request_id"], row["end_user"], row["client"]) == (
+        "req-sync-1", "end-user-7", "127.0.0.1")
     assert row["endpoint"] == "/v1/chat/completions" and row["status"] == 200
     assert row["model"] == "base" and row["env"] == "dev"
     assert row["response"] == chat.choices[0].message.content
@@ -136,6 +139,14 @@ def test_bad_input_never_crashes_or_writes_broken_rows(start_gateway, project: P
         (h.post(chat, content=b'{"model": "base", "x": "' + b"a" * 70000 + b'"}'), 413),
         (h.post("/v1/chains/no-such-chain/invoke", json={"question": "hi"}), 404),
         (h.post("/v1/chains/x/invoke", json={"question": 5}), 400),
+        # caps: each answered 400 naming the cap, before anything goes upstream
+        (h.post(chat, json={"model": "base", "messages": msgs, "n": 9}), 400),
+        (h.post(chat, json={"model": "base", "messages": msgs, "logprobs": True,
+                            "top_logprobs": 20}), 400),
+        (h.post("/v1/completions", json={"model": "base", "prompt": ["a"] * 17}), 400),
+        (h.post(chat, json={"model": "base", "messages": [
+            {"role": "user", "content": "a" * 33000}]}), 400),
+        (h.post("/v1/chains/docs-qa/invoke", json={"question": "q" * 4001}), 400),
     ]
     for resp, status in cases:
         assert resp.status_code == status, resp.text
@@ -144,11 +155,17 @@ def test_bad_input_never_crashes_or_writes_broken_rows(start_gateway, project: P
     assert h.get("/healthz").status_code == 200
     assert h.get("/readyz").status_code == 200
     assert h.post(chat, json={"model": "base", "messages": msgs, "max_tokens": 2}).status_code == 200
-    rows = wait_rows(project, "inference_log", 11)
+    caps = {c[0].json()["error"]["message"] for c in cases[-5:]}
+    assert caps == {"'n' is over this endpoint's cap of 4",
+                    "'top_logprobs' is over this endpoint's cap of 5",
+                    "'prompt' holds 17 prompts; this endpoint's cap is 16",
+                    "the prompt is 33000 characters; this endpoint's cap is 32000",
+                    "the question is 4001 characters; this endpoint's cap is 4000"}
+    rows = wait_rows(project, "inference_log", 16)
     time.sleep(0.5)
     rows = read_rows(project, "inference_log")
     # every case but the 413 (whose body was never read) is logged, with its status
-    assert sorted(rows["status"].tolist()) == sorted([400] * 8 + [404] * 2 + [200])
+    assert sorted(rows["status"].tolist()) == sorted([400] * 13 + [404] * 2 + [200])
     assert rows["request_id"].is_unique and rows["ts"].notna().all()
 
 
@@ -178,7 +195,7 @@ def test_metrics_and_health(gateway) -> None:
     c.chat.completions.create(model="base", max_tokens=3, messages=[{"role": "user", "content": "m"}])
     with urllib.request.urlopen(gateway.url + "/metrics") as resp:
         text = resp.read().decode()
-    expected = ('llmops_requests_total{adapter="",endpoint="/v1/chat/completions",model="base",'
-                'status="200"} 1.0')
+    expected = ('llmops_requests_total{adapter="",chain="",endpoint="/v1/chat/completions",'
+                'model="base",status="200"} 1.0')
     assert expected in text
     assert "llmops_completion_tokens_bucket" in text

@@ -67,7 +67,7 @@ def test_assets_carry_the_gateway_settings() -> None:
     from starlette.applications import Starlette
     from starlette.testclient import TestClient
 
-    from llmops.serving.widget import widget_routes
+    from llmops.serving.page import widget_routes
 
     app = Starlette(routes=widget_routes(GatewayConfig(widget_chain="support-bot"), True))
     with TestClient(app) as client:
@@ -78,6 +78,7 @@ def test_assets_carry_the_gateway_settings() -> None:
     assert 'var SERVER = {"chain": "support-bot", "authRequired": true};' in script.text
     assert page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].endswith("frame-ancestors 'self'")
     assert '<script src="/widget.js"' in page.text and css.status_code == 200
 
 
@@ -88,6 +89,15 @@ def test_cors_origins_are_checked() -> None:
     for bad in ("app.example.com", "https://app.example.com/help"):
         with pytest.raises(ValidationError, match="is not an origin"):
             GatewayConfig(cors_origins=[bad])
+
+
+def test_only_the_cors_origins_may_frame_the_page() -> None:
+    from llmops.serving.page import page_csp
+
+    assert page_csp([]).endswith("; frame-ancestors 'self'")
+    assert page_csp(["https://app.example.com", "http://127.0.0.1:8080"]).endswith(
+        "; frame-ancestors 'self' https://app.example.com http://127.0.0.1:8080")
+    assert page_csp(["https://a.example", "*"]).endswith("; frame-ancestors *")
 
 
 def ask(page: sync_api.Page, question: str, submit: str = "click") -> dict:

@@ -1,0 +1,132 @@
+"""No client can exhaust the endpoint: default output cap, per-key limits, bounded metrics,
+and a log that cannot keep up makes the gateway not ready (against the real engine)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.serving.conftest import GatewayProcess, read_rows, wait_rows, write_endpoint
+
+MSGS = [{"role": "user", "content": "Tell me a long story about gateways."}]
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_a_request_without_max_tokens_gets_the_default_cap(start_gateway, project: Path) -> None:
+    gw = start_gateway(default_max_tokens=5)
+    with httpx.Client(base_url=gw.url, timeout=60) as h:
+        body = {"model": "base", "messages": MSGS, "temperature": 0, "ignore_eos": True}
+        resp = h.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["usage"]["completion_tokens"] == 5
+        capped = h.post("/v1/chat/completions", json={**body, "max_tokens": 7})
+        assert capped.json()["usage"]["completion_tokens"] == 7
+    rows = wait_rows(project, "inference_log", 2)
+    sent = [json.loads(r) for r in rows.sort_values("ts")["request"]]
+    # the gateway added the field and passed everything else unchanged
+    assert sent[0] == {"max_tokens": 5, **body}
+    assert sent[1] == {**body, "max_tokens": 7}
+
+
+def test_per_key_limits_answer_429_with_retry_after(engine_url: str, project: Path) -> None:
+    (project / "keys.yaml").write_text(
+        "keys:\n"
+        "  - {name: metered, key: k-metered, scopes: [invoke], requests_per_minute: 2}\n"
+        "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n"
+        "  - {name: free, key: k-free, scopes: [invoke]}\n")
+    port = free_port()
+    write_endpoint(project, engine_url, port, max_tokens_cap=1500)
+    with open(project / "serving" / "endpoint.yaml", "a") as f:
+        f.write("auth:\n  keys_file: keys.yaml\n")
+    gw = GatewayProcess(project, port, env={"LLMOPS_API_KEYS": ""}).wait_ready()
+    try:
+        _check_limits(gw)
+    finally:
+        gw.stop()
+
+
+def _check_limits(gw: GatewayProcess) -> None:
+    body = {"model": "base", "messages": MSGS, "max_tokens": 2}
+    with httpx.Client(base_url=gw.url, timeout=120) as h:
+        metered = [h.post("/v1/chat/completions", json=body,
+                          headers={"Authorization": "Bearer k-metered"}) for _ in range(3)]
+        assert [r.status_code for r in metered] == [200, 200, 429]
+        assert int(metered[2].headers["retry-after"]) >= 1
+        assert "2 requests per minute" in metered[2].json()["error"]["message"]
+        # another key is not affected
+        assert h.post("/v1/chat/completions", json=body,
+                      headers={"Authorization": "Bearer k-free"}).status_code == 200
+
+        # one stream in flight holds the single key's only slot
+        single = {"Authorization": "Bearer k-single"}
+        with httpx.Client(base_url=gw.url, timeout=120) as s, s.stream(
+                "POST", "/v1/chat/completions", headers=single,
+                json={**body, "max_tokens": 1500, "ignore_eos": True, "stream": True}) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            busy = h.post("/v1/chat/completions", json=body, headers=single)
+            rest = list(lines)
+        assert rest[-1] == "data: [DONE]" or rest[-2] == "data: [DONE]"
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        # the slot is free again once the stream ended
+        assert h.post("/v1/chat/completions", json=body,
+                      headers={"Authorization": "Bearer k-single"}).status_code == 200
+        metrics = h.get("/metrics").text
+    assert _metric(metrics, 'llmops_rate_limited_total{key="metered"}') == 1
+    assert _metric(metrics, 'llmops_rate_limited_total{key="single"}') == 1
+    assert "rate limit: key metered refused" in gw.output()
+
+
+def test_metric_labels_hold_only_known_names(start_gateway) -> None:
+    gw = start_gateway()
+    with httpx.Client(base_url=gw.url, timeout=60) as h:
+        for i in range(40):
+            assert h.post("/v1/chat/completions", json={
+                "model": f"made-up-{i}", "messages": MSGS}).status_code == 404
+            assert h.post(f"/v1/chains/made-up-{i}/invoke",
+                          json={"question": "hi"}).status_code == 404
+        metrics = h.get("/metrics").text
+    assert "made-up" not in metrics
+    assert _metric(metrics, 'llmops_requests_total{adapter="",chain="",endpoint='
+                            '"/v1/chat/completions",model="unknown",status="404"}') == 40
+    assert _metric(metrics, 'llmops_requests_total{adapter="",chain="unknown",endpoint='
+                            '"/v1/chains/{name}/invoke",model="",status="404"}') == 40
+
+
+def test_readyz_turns_503_while_the_log_cannot_flush(start_gateway, project: Path) -> None:
+    table = project / ".llmops" / "dev" / "lakehouse" / "inference_log"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("not a table")  # every commit to inference_log now fails
+    gw = start_gateway(log_unready_after_s=0.5)
+    with httpx.Client(base_url=gw.url, timeout=60) as h:
+        body = {"model": "base", "messages": MSGS, "max_tokens": 2}
+        acked = [h.post("/v1/chat/completions", json=body).headers["x-request-id"]
+                 for _ in range(3)]
+        deadline = time.time() + 30
+        ready = h.get("/readyz")
+        while ready.status_code == 200 and time.time() < deadline:
+            time.sleep(0.3)
+            ready = h.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["log"].startswith("the log has failed to flush for")
+        assert ready.json()["engine"] == "ok"
+        assert "Error" not in ready.text and "not a table" not in ready.text
+        assert _metric(h.get("/metrics").text, "llmops_log_flush_failures ") >= 1
+        table.unlink()  # the table can be written again
+        deadline = time.time() + 30
+        while h.get("/readyz").status_code != 200:
+            if time.time() > deadline:
+                pytest.fail("the gateway did not become ready after the log recovered")
+            time.sleep(0.3)
+    rows = wait_rows(project, "inference_log", 3)
+    assert sorted(rows["request_id"]) == sorted(acked)  # nothing acknowledged was lost
+    assert "flush" in gw.output()
+    assert len(read_rows(project, "inference_log")) == 3

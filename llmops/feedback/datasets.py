@@ -5,6 +5,14 @@
 - ``sft``: prompt/completion pairs (corrections, and answers rated good);
 - ``kto``: prompt/completion/label rows from thumbs and scores (KTO trains on unpaired labels).
 
+SFT and KTO rows carry ``messages``: the messages the model was served, read from
+the request's ``messages`` (a chain call logs ``{"question", "messages"}``, the
+rendered system prompt, retrieved context and question; a chat completion logs
+the OpenAI body). Fine-tuning trains on them, so an adapter learns the prompt it
+is asked in production. Rows logged before chains returned their messages hold
+only the question: they get no ``messages`` and train on the bare question.
+``prompt`` is always the question (a chat's last user message).
+
 The latest feedback per request wins, identical pairs collapse to one row, and a
 redaction hook runs over every text before anything is written.
 """
@@ -69,17 +77,35 @@ def _good(rating: Any, score: Any) -> bool | None:
     return None
 
 
-def _question(request: str) -> tuple[str, list[dict[str, Any]] | None]:
-    """The input of a logged request: a chain's question, or a chat's last user message."""
+def _served(messages: Any) -> list[dict[str, str]] | None:
+    """Logged messages as ``{"role", "content"}`` string pairs; None unless all of them are."""
+    if not isinstance(messages, list) or not messages:
+        return None
+    out = []
+    for m in messages:
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)):
+            return None
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _question(request: str) -> tuple[str, list[dict[str, str]] | None]:
+    """The input of a logged request and the messages served for it (None if not logged).
+
+    The question is a chain's ``question``, or a chat's last user message.
+    """
     try:
         body = json.loads(request or "{}")
     except ValueError:
         return request or "", None
+    if not isinstance(body, dict):
+        return str(request or ""), None
+    messages = _served(body.get("messages"))
     if isinstance(body.get("question"), str):
-        return body["question"], None
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        users = [m.get("content", "") for m in messages if isinstance(m, dict)
+        return body["question"], messages
+    if isinstance(body.get("messages"), list):
+        users = [m.get("content", "") for m in body["messages"] if isinstance(m, dict)
                  and m.get("role") == "user" and isinstance(m.get("content"), str)]
         return (users[-1] if users else ""), messages
     return str(body.get("prompt", "")), None
@@ -118,7 +144,9 @@ def build_dataset(
 
     rows: list[dict[str, Any]] = []
     for rec in joined.sort_values("ts").to_dict("records"):
-        question, _ = _question(rec.get("request") or "")
+        question, messages = _question(rec.get("request") or "")
+        served = ({"messages": [{**m, "content": clean(m["content"])} for m in messages]}
+                  if messages else {})
         answer = rec.get("response") or ""
         correction = rec.get("correction") if isinstance(rec.get("correction"), str) else None
         good = _good(rec.get("rating"), rec.get("score"))
@@ -134,20 +162,20 @@ def build_dataset(
                 rows.append({"question": clean(question), "expected": clean(target),
                              "origin": origin, **lineage})
             else:
-                rows.append({"prompt": clean(question), "completion": clean(target),
+                rows.append({"prompt": clean(question), **served, "completion": clean(target),
                              "origin": origin, **lineage})
         else:
             if good is not None:
-                rows.append({"prompt": clean(question), "completion": clean(answer),
+                rows.append({"prompt": clean(question), **served, "completion": clean(answer),
                              "label": good, **lineage})
             if correction:
-                rows.append({"prompt": clean(question), "completion": clean(correction),
-                             "label": True, **lineage})
+                rows.append({"prompt": clean(question), **served,
+                             "completion": clean(correction), "label": True, **lineage})
     # identical examples collapse to one (the latest)
     seen: dict[tuple[Any, ...], int] = {}
     for i, row in enumerate(rows):
         key = tuple(row[k] for k in ("question", "expected") if k in row) or tuple(
-            row[k] for k in ("prompt", "completion", "label") if k in row)
+            json.dumps(row.get(k)) for k in ("prompt", "messages", "completion", "label"))
         seen[key] = i
     kept = [rows[i] for i in sorted(seen.values())]
     out = Path(out)

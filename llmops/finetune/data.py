@@ -2,7 +2,10 @@
 
 Rows come from a JSON lines file or from ``"feedback"`` (built on the fly with
 ``llmops.feedback.build_dataset``). SFT rows need ``prompt`` and ``completion``;
-KTO rows also a boolean ``label``. Feedback-derived rows carry lineage keys
+KTO rows also a boolean ``label``. A row may carry ``messages``, the messages the
+model was served for it (``{"role", "content"}``: a chain's system prompt with its
+retrieved context, then the question): the model is then trained on those, and
+``prompt`` (the bare question) only names the row. Feedback-derived rows carry lineage keys
 (request_id, feedback_id, chain, chain_version, prompt_name, prompt_version,
 model, adapter), which are summarised into tags and logged as a table.
 
@@ -26,7 +29,7 @@ from llmops.config import Settings
 from llmops.errors import FinetuneDataError
 
 __all__ = ["LINEAGE_KEYS", "REQUIRED_COLUMNS", "TrainingData", "as_chat", "load_eval_rows",
-           "load_training_data", "read_rows", "split_rows"]
+           "load_training_data", "prompt_messages", "read_rows", "split_rows"]
 
 REQUIRED_COLUMNS = {"sft": ("prompt", "completion"), "kto": ("prompt", "completion", "label")}
 LINEAGE_KEYS = ("request_id", "feedback_id", "chain", "chain_version", "prompt_name",
@@ -130,6 +133,12 @@ def read_rows(file: Path, method: str) -> list[dict[str, Any]]:
         for column in ("prompt", "completion"):
             if not isinstance(row[column], str) or not row[column].strip():
                 raise FinetuneDataError(f"{file}: row {i}: '{column}' must be a non-empty string")
+        if "messages" in row and row["messages"] is not None and not _valid_messages(
+                row["messages"]):
+            raise FinetuneDataError(
+                f"{file}: row {i}: 'messages' must be a non-empty list of "
+                '{"role": ..., "content": ...} string pairs ending with a user turn'
+            )
         if method == "kto":
             label = _label(row["label"])
             if label is None:
@@ -155,17 +164,32 @@ def split_rows(rows: list[dict[str, Any]], eval_fraction: float, seed: int, meth
             [r for i, r in enumerate(rows) if i in held])
 
 
+def _valid_messages(messages: Any) -> bool:
+    return (isinstance(messages, list) and bool(messages)
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str) for m in messages)
+            and messages[-1]["role"] == "user")
+
+
+def prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages a row's completion answers: its served ``messages`` when it has them,
+    else its bare ``prompt`` as one user turn (rows logged before messages were)."""
+    if row.get("messages"):
+        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    return [{"role": "user", "content": row["prompt"]}]
+
+
 def as_chat(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
     """Rows in TRL's conversational prompt/completion form.
 
     The trainer then renders them with the base model's chat template, exactly as
-    vLLM's ``/v1/chat/completions`` renders ``[{"role": "user", "content": prompt}]``:
-    what the adapter learns is what it is asked when served.
+    vLLM's ``/v1/chat/completions`` renders the same messages: what the adapter
+    learns is what it is asked when served (see :func:`prompt_messages`).
     """
     out = []
     for row in rows:
         chat: dict[str, Any] = {
-            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "prompt": prompt_messages(row),
             "completion": [{"role": "assistant", "content": row["completion"]}],
         }
         if method == "kto":

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmops.finetune.data import prompt_messages
+
 __all__ = ["EvalScores", "evaluate_adapter", "generate_answers", "mean_token_f1"]
 
 
@@ -28,11 +30,12 @@ class EvalScores:
     adapter_fact_hit: float | None = None
 
 
-def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 48,
+def generate_answers(model: Any, tokenizer: Any, prompts: list[Any], max_new_tokens: int = 48,
                      batch_size: int = 16) -> list[str]:
-    """Greedy answers to user prompts, rendered with the tokenizer's chat template.
+    """Greedy answers to prompts, rendered with the tokenizer's chat template.
 
-    The rendering is the one vLLM's chat endpoint applies to a single user message.
+    A prompt is a user message, or the list of ``{"role", "content"}`` messages a
+    chain served; the rendering is the one vLLM's chat endpoint applies to them.
     """
     import torch
 
@@ -43,8 +46,9 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tok
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
-                                                   add_generation_prompt=True, tokenize=False)
+            texts = [tokenizer.apply_chat_template(
+                         p if isinstance(p, list) else [{"role": "user", "content": p}],
+                         add_generation_prompt=True, tokenize=False)
                      for p in chunk]
             # the chat template writes the special tokens itself
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -81,10 +85,11 @@ def evaluate_adapter(base_path: str, adapter_dir: Path, rows: list[dict[str, Any
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
     prompts = [r["prompt"] for r in rows]
+    served = [prompt_messages(r) for r in rows]  # scored on what it was trained on
     expected = [r["completion"] for r in rows]
-    tuned = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+    tuned = generate_answers(model, tokenizer, served, max_new_tokens, batch_size)
     with model.disable_adapter():
-        plain = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+        plain = generate_answers(model, tokenizer, served, max_new_tokens, batch_size)
     facts = [r.get("fact") for r in rows]
     examples = [
         {"prompt": p, "expected": e, "base_answer": b, "adapter_answer": a,

@@ -124,3 +124,84 @@ def test_cli(logs, project: Path) -> None:
     bad = run_cli("feedback", "dataset", "--kind", "eval", "--out", "x", "--since", "yesterday",
                   cwd=project)
     assert bad.returncode == 2
+
+
+SERVED = [{"role": "system", "content": "Answer from these excerpts.\n\n[a.md]\nAliases point."},
+          {"role": "user", "content": "Question: What is an alias?"}]
+
+
+def test_sft_and_kto_rows_train_on_the_served_messages(settings, tmp_path: Path) -> None:
+    lake = settings.lakehouse
+    append_rows(lake, "inference_log", [
+        # a chain call as the gateway logs it now: the question and the messages served
+        {**log_row("s1", "What is an alias?", "Dunno."),
+         "request": json.dumps({"question": "What is an alias?", "messages": SERVED})},
+        # a row logged before chains returned their messages: the bare question only
+        log_row("s2", "Where are prompts kept?", "In git."),
+        {**log_row("s3", "", ""), "endpoint": "/v1/chat/completions", "chain": None,
+         "request": json.dumps({"model": "base", "messages": SERVED}), "response": "Sure."},
+    ])
+    append_rows(lake, "feedback", [
+        fb("g1", "s1", -1, 1, correction="A pointer to one version."),
+        fb("g2", "s2", 1, 2), fb("g3", "s3", 1, 3)])
+    build_dataset("sft", tmp_path / "sft.jsonl", settings)
+    rows = {r["request_id"]: r for r in read(tmp_path / "sft.jsonl")}
+    assert rows["s1"]["messages"] == SERVED and rows["s1"]["prompt"] == "What is an alias?"
+    assert rows["s1"]["completion"] == "A pointer to one version."
+    assert "messages" not in rows["s2"] and rows["s2"]["prompt"] == "Where are prompts kept?"
+    assert rows["s3"]["messages"] == SERVED and rows["s3"]["prompt"] == SERVED[1]["content"]
+    build_dataset("kto", tmp_path / "kto.jsonl", settings)
+    kto = [r for r in read(tmp_path / "kto.jsonl") if r["request_id"] == "s1"]
+    assert {r["label"] for r in kto} == {False, True} and all(r["messages"] == SERVED for r in kto)
+
+
+def test_redaction_covers_the_served_messages(settings, tmp_path: Path) -> None:
+    served = [{"role": "system", "content": "Mail ada@example.com for help."},
+              {"role": "user", "content": "Question: who helps?"}]
+    append_rows(settings.lakehouse, "inference_log", [
+        {**log_row("m1", "who helps?", "Ada."),
+         "request": json.dumps({"question": "who helps?", "messages": served})}])
+    append_rows(settings.lakehouse, "feedback", [fb("h1", "m1", 1, 1)])
+    build_dataset("sft", tmp_path / "sft.jsonl", settings)
+    assert read(tmp_path / "sft.jsonl")[0]["messages"][0]["content"] == "Mail [EMAIL] for help."
+
+
+def test_an_sft_row_renders_the_prompt_the_chain_served(settings, project: Path,
+                                                        tmp_path: Path) -> None:
+    """Through the real path: a logged chain answers (python API), feedback corrects it, and the
+    training text of the SFT row starts with exactly the prompt the model was served."""
+    from transformers import AutoTokenizer
+
+    from llmops.chains import invoke, log_chain
+    from llmops.feedback import NotebookAnswer, record_feedback
+    from llmops.finetune.data import as_chat, read_rows
+    from llmops.indexing import update_index
+    from llmops.lakehouse import read_table
+    from llmops.models import ensure_tiny_model
+    from llmops.prompts import set_alias, sync_prompts
+
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    update_index(settings, progress=False, record=False)
+    log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=settings)
+    question = "How do I promote a chain to production?"
+    answer = invoke("docs-qa@staging", question, settings)
+    noted = NotebookAnswer.from_result(answer, question=question, chain="docs-qa@staging",
+                                       settings=settings)
+    fix = "Run llmops chains promote NAME --alias production."
+    record_feedback(noted, rating=-1, correction=fix, settings=settings)
+
+    build_dataset("sft", tmp_path / "sft.jsonl", settings, redact=None)
+    rows = read_rows(tmp_path / "sft.jsonl", "sft")
+    assert len(rows) == 1
+    logged = read_table(settings.lakehouse, "inference_log")
+    served = json.loads(logged.set_index("request_id").loc[noted.request_id, "request"])["messages"]
+    assert served == answer["messages"] and served[0]["role"] == "system"
+    assert "[" in served[0]["content"]  # the retrieved context, headed by its sources
+
+    tok = AutoTokenizer.from_pretrained(ensure_tiny_model(settings.models_dir,
+                                                          settings.root / "docs"))
+    chat = as_chat(rows, "sft")[0]
+    full = tok.apply_chat_template(chat["prompt"] + chat["completion"], tokenize=False)
+    prompt = tok.apply_chat_template(served, add_generation_prompt=True, tokenize=False)
+    assert full.startswith(prompt) and full[len(prompt):].startswith(fix)

@@ -97,3 +97,30 @@ def test_evaluation_rows_from_an_eval_set(settings, tmp_path: Path) -> None:
         load_eval_rows(file, settings)
     with pytest.raises(FinetuneDataError, match="does not exist"):
         load_eval_rows(tmp_path / "nowhere.jsonl", settings)
+
+
+SERVED = [{"role": "system", "content": "Answer from these excerpts.\n\n[a.md]\nAliases point."},
+          {"role": "user", "content": "Question: What is an alias?"}]
+
+
+def test_rows_with_served_messages_train_on_them(tmp_path: Path) -> None:
+    from llmops.finetune.data import prompt_messages
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [
+        {"prompt": "What is an alias?", "messages": SERVED, "completion": "A pointer."},
+        {"prompt": "Where are prompts kept?", "completion": "In git."}])
+    served, bare = as_chat(read_rows(path, "sft"), "sft")
+    assert served["prompt"] == SERVED
+    assert bare["prompt"] == [{"role": "user", "content": "Where are prompts kept?"}]
+    assert prompt_messages({"prompt": "q", "messages": None}) == [{"role": "user", "content": "q"}]
+
+
+@pytest.mark.parametrize("messages", [
+    [], "Question: hi", [{"role": "user"}], [{"role": "user", "content": 3}],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+])
+def test_bad_served_messages(tmp_path: Path, messages) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl",
+                       [{"prompt": "q", "messages": messages, "completion": "a"}])
+    with pytest.raises(FinetuneDataError, match="row 1: 'messages' must be"):
+        read_rows(path, "sft")

@@ -239,7 +239,11 @@ class Engine:
         self.api_key: str | None = os.environ.get(cfg.api_key_env) if cfg.url else None
 
     def start(self) -> None:
-        """Start vLLM under its watchdog and wait until it answers with our key."""
+        """Start vLLM under its watchdog and wait until it answers with our key.
+
+        Call it from a thread that lives as long as the engine should (the main thread): the
+        kernel's parent-death signal fires when the thread that started the watchdog ends.
+        """
         if self.cfg.url:
             return self.wait_ready()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,8 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
                   headers={"X-Request-Id": "chain-1"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["request_id"] == "chain-1" == resp.headers["x-request-id"]
+    rid = body["request_id"]
+    assert rid == resp.headers["x-request-id"] != "chain-1"  # the server's id, never the client's
     assert isinstance(body["answer"], str)
     docs = {p.name for p in (project / "docs").glob("*.md")}
     assert body["sources"] and set(body["sources"]) <= docs
@@ -35,12 +37,39 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     assert staging.status_code == 200
     assert h.post("/v1/chains/docs-qa/invoke",
                   json={"question": "Hi", "alias": "nowhere"}).status_code == 404
-    fb = h.post("/v1/feedback", json={"request_id": "chain-1", "score": 5})
+    # a client reusing its X-Request-Id never makes two rows share an id
+    again = h.post("/v1/chains/docs-qa/invoke", json={"question": "Hi", "user": "ana"},
+                   headers={"X-Request-Id": "chain-1"})
+    assert again.status_code == 200 and again.json()["request_id"] not in (rid, "chain-1")
+    assert h.post("/v1/feedback", json={"request_id": "chain-1", "score": 5}).status_code == 404
+    fb = h.post("/v1/feedback", json={"request_id": rid, "score": 5})
     assert fb.status_code == 200
-    rows = wait_rows(project, "inference_log", 3)
-    row = rows[rows["request_id"] == "chain-1"].iloc[0]
+    rows = wait_rows(project, "inference_log", 4)
+    assert rows["request_id"].is_unique
+    assert sorted(rows["client_request_id"].dropna()) == ["chain-1", "chain-1"]
+    assert rows[rows["request_id"] == again.json()["request_id"]].iloc[0]["end_user"] == "ana"
+    row = rows[rows["request_id"] == rid].iloc[0]
+    assert row["index_version"] == index.index_version
+    # what the model was asked is logged: the prompt's messages with the retrieved context
+    logged_request = json.loads(row["request"])
+    assert logged_request["question"] == "How do I promote a chain to production?"
+    roles = [m["role"] for m in logged_request["messages"]]
+    assert roles[0] == "system" and roles[-1] == "user"
+    assert "How do I promote a chain to production?" in logged_request["messages"][-1]["content"]
     assert (row["chain"], row["chain_version"], row["prompt"], row["prompt_version"]) == (
         "docs-qa", str(logged.version), "qa", "1")
     assert row["model"] == "base" and row["status"] == 200
     assert row["response"] == body["answer"]
     assert len(wait_rows(project, "feedback", 1)) == 1
+
+    # the index changes under the served chain: answers report the version they read
+    (project / "docs" / "rollouts.md").write_text(
+        "# Rollouts\n\nA rollout sends a share of live traffic to a candidate chain version.\n")
+    updated = update_index(settings, progress=False, record=False)
+    assert updated.index_version != index.index_version
+    fresh = h.post("/v1/chains/docs-qa/invoke", json={"question": "What is a rollout?"})
+    assert fresh.status_code == 200
+    assert fresh.json()["versions"]["index"] == updated.index_version
+    rows = wait_rows(project, "inference_log", 5)
+    assert rows[rows["request_id"] == fresh.json()["request_id"]].iloc[0]["index_version"] == (
+        updated.index_version)

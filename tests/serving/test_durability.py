@@ -24,8 +24,9 @@ def load(url: str, stop: threading.Event, acked: list, fb_acked: list, tag: str)
                     "model": "base", "max_tokens": 2,
                     "messages": [{"role": "user", "content": f"question {rid}"}]})
                 if resp.status_code == 200:
-                    acked.append(rid)
-                    fb = h.post("/v1/feedback", json={"request_id": rid, "rating": 1})
+                    server_id = resp.headers["x-request-id"]  # the row's key
+                    acked.append(server_id)
+                    fb = h.post("/v1/feedback", json={"request_id": server_id, "rating": 1})
                     if fb.status_code == 200:
                         fb_acked.append(fb.json()["feedback_id"])
             except httpx.HTTPError:

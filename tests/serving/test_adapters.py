@@ -3,6 +3,7 @@ admin endpoint (registry only, no paths), picked with ``model``, used by a chain
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -93,15 +94,26 @@ def test_startup_load_and_a_chain_that_names_the_adapter(project: Path, settings
     endpoint.write_text(endpoint.read_text().replace(
         "  served_model_name: base\n", "  served_model_name: base\n  adapters: [docs-qa-lora]\n"))
     # the engine runs elsewhere: start-up loads the production adapter at runtime
-    unload = httpx.post(f"{engine_url}/v1/unload_lora_adapter",
-                        json={"lora_name": adapter.served_name})
-    assert unload.status_code in (200, 400, 404)
+    engine_key = {"Authorization": f"Bearer {os.environ['LLMOPS_ENGINE_API_KEY']}"}
+
+    def engine_models() -> set[str]:
+        listed = httpx.get(f"{engine_url}/v1/models", headers=engine_key)
+        assert listed.status_code == 200
+        return {m["id"] for m in listed.json()["data"]}
+
+    if adapter.served_name in engine_models():  # loaded by an earlier test in this session
+        unload = httpx.post(f"{engine_url}/v1/unload_lora_adapter", headers=engine_key,
+                            json={"lora_name": adapter.served_name})
+        assert unload.status_code == 200, unload.text
+    assert adapter.served_name not in engine_models()
     gw = GatewayProcess(project, port).wait_ready()
     try:
         assert f"loaded adapter {adapter.served_name}" in gw.output()
         models = httpx.get(f"{gw.url}/v1/models").json()
         assert adapter.served_name in {m["id"] for m in models["data"]}
-        httpx.post(f"{engine_url}/v1/unload_lora_adapter", json={"lora_name": adapter.served_name})
+        unload = httpx.post(f"{engine_url}/v1/unload_lora_adapter", headers=engine_key,
+                            json={"lora_name": adapter.served_name})
+        assert unload.status_code == 200 and adapter.served_name not in engine_models()
         # the chain call loads the adapter version the chain was logged with, then uses it
         resp = httpx.post(f"{gw.url}/v1/chains/docs-qa/invoke", timeout=120,
                           json={"question": CORRECTIONS[0][0]})

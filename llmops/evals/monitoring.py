@@ -145,11 +145,13 @@ def run_monitor(settings: Settings | None = None, config: MonitorConfig | None =
     config = config or load_monitor_config(settings)
     end = end or datetime.now(timezone.utc)
     start = start or end - timedelta(hours=config.window_hours)
-    log = read_table(settings.lakehouse, "inference_log")
-    fb = read_table(settings.lakehouse, "feedback")
-    if "score" not in fb.columns:
-        fb["score"] = None
-    log = log[(log["ts"] >= start) & (log["ts"] < end)] if len(log) else log
+    # only the window's requests, only the columns the figures need; feedback comes after
+    # the request it rates, so none older than the window counts
+    log = read_table(settings.lakehouse, "inference_log",
+                     columns=sorted({"request_id", "ts", "status", "latency_ms",
+                                     *config.group_by}), since=start, until=end)
+    fb = read_table(settings.lakehouse, "feedback",
+                    columns=["request_id", "ts", "rating", "score"], since=start)
     fb = fb.sort_values("ts").drop_duplicates("request_id", keep="last") if len(fb) else fb
     columns = list(config.group_by)
 

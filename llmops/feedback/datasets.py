@@ -126,13 +126,10 @@ def build_dataset(
     if kind not in ("eval", "sft", "kto"):
         raise LlmopsError(f"unknown dataset kind '{kind}': use eval, sft or kto")
     settings = settings or load_settings()
-    feedback = read_table(settings.lakehouse, "feedback")
-    log = read_table(settings.lakehouse, "inference_log")
+    feedback = read_table(settings.lakehouse, "feedback", since=since, until=until)
     n_feedback = len(feedback)
-    if since is not None:
-        feedback = feedback[feedback["ts"] >= since]
-    if until is not None:
-        feedback = feedback[feedback["ts"] < until]
+    # only the requests this feedback rates (a request is older than its feedback: no window)
+    log = read_table(settings.lakehouse, "inference_log", request_ids=feedback["request_id"])
     # the latest piece of feedback on a request wins
     feedback = feedback.sort_values("ts").drop_duplicates("request_id", keep="last")
     log = log[log["status"] == 200].drop_duplicates("request_id", keep="last")

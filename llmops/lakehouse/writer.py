@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,13 +106,40 @@ def append_rows(
     return len(rows)
 
 
-def read_table(lakehouse: Path, table: str) -> pd.DataFrame:
-    """The whole table as a DataFrame (empty, with the right columns, if never written)."""
+def read_table(lakehouse: Path, table: str, columns: list[str] | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               request_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The table as a DataFrame (empty, with the right columns, if never written).
+
+    ``columns`` reads only those columns; ``since`` / ``until`` keep rows whose ``ts`` is in
+    ``[since, until)``, and ``request_ids`` rows with one of those ids. Filters are pushed
+    down to the Parquet files (files and row groups whose statistics rule them out are not
+    read). A column the table does not have yet (written before it existed) reads as null.
+    """
     import pandas as pd
 
+    wanted = list(columns) if columns is not None else list(TABLES[table])
+    unknown = set(wanted) - set(TABLES[table])
+    if unknown:
+        raise LlmopsError(f"{table}: unknown column(s) {', '.join(sorted(unknown))}")
     path = table_path(lakehouse, table)
     if not (path / "_delta_log").is_dir():
-        return pd.DataFrame({name: pd.Series(dtype="object") for name in TABLES[table]})
+        return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
+    import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    return DeltaTable(str(path)).to_pandas()
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    present = [c for c in wanted if c in dataset.schema.names]
+    where = None
+    for part in (
+        pc.field("ts") >= since if since is not None else None,
+        pc.field("ts") < until if until is not None else None,
+        pc.field("request_id").isin(sorted(set(request_ids))) if request_ids is not None else None,
+    ):
+        if part is not None:
+            where = part if where is None else where & part
+    frame = dataset.to_table(columns=present, filter=where).to_pandas()
+    for name in wanted:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame[wanted]

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmops.serving.config import EngineConfig
@@ -174,6 +175,16 @@ def test_the_engine_dies_with_a_killed_gateway_and_a_restart_serves(project: Pat
             model="base", messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
         assert reply.choices[0].message.content is not None
         new_pgid = record["engine_pgid"]
+        # the engine dies under a running gateway: the gateway turns not ready, naming why
+        os.killpg(new_pgid, signal.SIGKILL)
+        deadline = time.time() + 30
+        ready = httpx.get(again.url + "/readyz", timeout=10)
+        while ready.status_code == 200 and time.time() < deadline:
+            time.sleep(0.3)
+            ready = httpx.get(again.url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["engine"] in ("the engine process has exited",
+                                          "the engine is unreachable")
     finally:
         again.stop()
     assert not group_members(new_pgid)  # a clean stop leaves nothing behind either

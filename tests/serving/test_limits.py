@@ -130,3 +130,44 @@ def test_readyz_turns_503_while_the_log_cannot_flush(start_gateway, project: Pat
     assert sorted(rows["request_id"]) == sorted(acked)  # nothing acknowledged was lost
     assert "flush" in gw.output()
     assert len(read_rows(project, "inference_log")) == 3
+
+
+def test_a_burst_of_feedback_for_unknown_ids_while_streams_run(start_gateway,
+                                                               project: Path) -> None:
+    """Unknown ids are looked up off the event loop: every stream completes, every made-up id
+    gets 404, and feedback on a real answer still lands."""
+    import asyncio
+    import uuid
+
+    gw = start_gateway()
+
+    async def run() -> tuple[list[list[str]], list[int], list[str]]:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=120) as h:
+            async def stream(i: int) -> tuple[list[str], str]:
+                async with h.stream("POST", "/v1/chat/completions", json={
+                        "model": "base", "messages": MSGS, "max_tokens": 48, "ignore_eos": True,
+                        "stream": True}) as r:
+                    return [x async for x in r.aiter_lines() if x], r.headers["x-request-id"]
+
+            async def feedback() -> int:
+                resp = await h.post("/v1/feedback", json={"request_id": uuid.uuid4().hex,
+                                                          "rating": 1})
+                return resp.status_code
+
+            results = await asyncio.gather(*[stream(i) for i in range(3)],
+                                           *[feedback() for _ in range(150)])
+        streams = [r for r in results[:3]]
+        return [s[0] for s in streams], list(results[3:]), [s[1] for s in streams]
+
+    # a table to look the made-up ids up in
+    with httpx.Client(base_url=gw.url, timeout=60) as h:
+        h.post("/v1/chat/completions", json={"model": "base", "messages": MSGS, "max_tokens": 2})
+    wait_rows(project, "inference_log", 1)
+    lines, statuses, ids = asyncio.run(run())
+    assert statuses == [404] * 150
+    for stream_lines in lines:
+        assert stream_lines[-1] == "data: [DONE]"
+        assert sum(1 for x in stream_lines if x.startswith("data: {")) >= 48
+    with httpx.Client(base_url=gw.url, timeout=60) as h:
+        assert h.post("/v1/feedback", json={"request_id": ids[0], "rating": 1}).status_code == 200
+    assert len(wait_rows(project, "feedback", 1)) == 1

@@ -125,6 +125,7 @@ def read_table(lakehouse: Path, table: str, columns: list[str] | None = None,
     path = table_path(lakehouse, table)
     if not (path / "_delta_log").is_dir():
         return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
+    import pyarrow as pa
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
@@ -134,7 +135,9 @@ def read_table(lakehouse: Path, table: str, columns: list[str] | None = None,
     for part in (
         pc.field("ts") >= since if since is not None else None,
         pc.field("ts") < until if until is not None else None,
-        pc.field("request_id").isin(sorted(set(request_ids))) if request_ids is not None else None,
+        # typed: an empty list of ids is an array of nulls to Arrow, which a string column refuses
+        pc.field("request_id").isin(pa.array(sorted(set(request_ids)), type=pa.string()))
+        if request_ids is not None else None,
     ):
         if part is not None:
             where = part if where is None else where & part

@@ -110,6 +110,8 @@ def read_prompt_file(path: Path) -> PromptTemplate:
         raise PromptFileError(f"{path}:{where} is not valid YAML: fix its syntax") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptFileError(f"cannot read {path}: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # a scalar YAML cannot build (2020-02-30)
+        raise PromptFileError(f"{path} is not valid YAML ({exc}): fix the value") from exc
     if not isinstance(raw, dict):
         raise PromptFileError(f"{path}: expected a mapping with 'template' and 'variables'")
     try:
@@ -134,6 +136,12 @@ def read_prompt_file(path: Path) -> PromptTemplate:
             f"{path}: 'variables' declares {', '.join(sorted(unused))} but the template never "
             "uses it: remove it or add the placeholder"
         )
+    try:
+        content_hash(spec.model_parameters)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PromptFileError(
+            f"{path}: field 'model_parameters' must hold JSON values (text, numbers, lists, "
+            f"mappings): {exc}") from exc
     return PromptTemplate(
         name=spec.name or path.stem,
         template=template,

@@ -22,6 +22,7 @@ from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
 from llmops.serving.feedback_routes import feedback_routes
 from llmops.serving.health import health_routes
+from llmops.serving.openapi import openapi_routes
 from llmops.serving.page import widget_middleware, widget_routes
 from llmops.serving.proxy import proxy_routes
 from llmops.serving.request_index import RequestIndex
@@ -52,7 +53,7 @@ class Gateway:
         self.app = Starlette(
             routes=[*proxy_routes(self.state), *chain_routes(self.state),
                     *feedback_routes(self.state), *health_routes(self.state),
-                    *admin_routes(self.state),
+                    *admin_routes(self.state), *openapi_routes(config.gateway),
                     *widget_routes(config.gateway, keys.required)],  # the page at / and widget.js
             middleware=[*widget_middleware(config.gateway), auth_middleware(keys)])
 

@@ -12,6 +12,11 @@ time is the mean of the two), the gateway replay and the chain alone.
 
 Target: the evaluation takes at most 1.25x the direct time.
 
+vLLM gets a new key at each start: the direct replays send it (``Authorization: Bearer``)
+and the gateway reads it from ``LLMOPS_ENGINE_API_KEY``. The captured bodies are the rows
+the gateway logged (each under the gateway's own request id) for chat requests since the
+capture began.
+
 Usage:
   python benchmarks/eval_throughput.py [--examples 500] [--concurrency 16] [--json-out FILE]
 """
@@ -53,15 +58,18 @@ def wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def replay(url: str, bodies: list[bytes], concurrency: int) -> float:
-    """Send each chat request body once, ``concurrency`` at a time; seconds taken."""
+def replay(url: str, bodies: list[bytes], concurrency: int, key: str | None = None) -> float:
+    """Send each chat request body once, ``concurrency`` at a time; seconds taken. ``key``:
+    the engine's key, sent as a bearer token (the gateway here needs none)."""
     import httpx
 
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
         def send(body: bytes) -> None:
-            resp = client.post("/v1/chat/completions", content=body,
-                               headers={"content-type": "application/json"})
+            resp = client.post("/v1/chat/completions", content=body, headers=headers)
             resp.raise_for_status()
 
         start = time.perf_counter()
@@ -73,7 +81,8 @@ def replay(url: str, bodies: list[bytes], concurrency: int) -> float:
 def answer_all(ref: str, settings, gateway_url: str, questions: list[str],
                concurrency: int) -> float:
     """The chain (retrieval, prompt, chat model via the gateway) on every question, no harness."""
-    from llmops.chains.registry import load_at_endpoint, model_version
+    from llmops.chains.registry import load_at_endpoint
+    from llmops.registry import model_version
 
     model, _ = load_at_endpoint(model_version(ref, settings), gateway_url + "/v1")
     start = time.perf_counter()
@@ -134,6 +143,7 @@ def main() -> int:
         (work / "serving" / "endpoint.yaml").write_text(
             f"engine:\n  url: {engine_url}/v1\ngateway:\n  port: {gport}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+        env[cfg.api_key_env] = engine.api_key  # the gateway's way to the engine's key
         gw = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "serve"], cwd=work,
                               env=env, stdout=open(work / "gateway.log", "wb"),
                               stderr=subprocess.STDOUT)
@@ -161,9 +171,9 @@ def main() -> int:
             print(f"expected {args.examples} logged chat requests, found {len(bodies)}")
             return 1
 
-        direct_1 = replay(engine_url, bodies, args.concurrency)
+        direct_1 = replay(engine_url, bodies, args.concurrency, engine.api_key)
         eval_s, report = evaluate(data)
-        direct_2 = replay(engine_url, bodies, args.concurrency)
+        direct_2 = replay(engine_url, bodies, args.concurrency, engine.api_key)
         through = replay(gateway_url, bodies, args.concurrency)
         chain_s = answer_all(ref, settings, gateway_url, [r["question"] for r in rows],
                              args.concurrency)

@@ -37,7 +37,10 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The layer contract first (pyproject.toml, [tool.importlinter]): an import that breaks the
+# shape fails the build and names the offending chain.
 test: $(STAMP) $(CHROMIUM)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -108,10 +108,9 @@ def main() -> int:
     from langchain_chroma import Chroma
     from langchain_classic.indexes import SQLRecordManager, index
 
-    from llmops.config import load_settings
+    from llmops.config import IndexConfig, load_settings
     from llmops.indexing import update_index
     from llmops.indexing.chunking import make_splitter
-    from llmops.indexing.config import IndexConfig
     from llmops.indexing.embedding import as_langchain_embeddings, load_embedder
     from llmops.indexing.store import indexed_chunks, open_collection
 

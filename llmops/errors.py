@@ -23,7 +23,8 @@ and says what to do next. The tree::
     ├── FinetuneError            a fine-tuning job cannot run
     │   ├── FinetuneDataError    its training data is empty or malformed
     │   └── OutOfMemoryError     the accelerator ran out of memory while training
-    └── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
+    ├── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
+    └── NameTakenError           a prompt's name given to a model, or a model's to a prompt
 
 The CLI prints ``error: <message>`` on one line and exits with status 1 for
 any of these.
@@ -45,6 +46,7 @@ __all__ = [
     "LlmopsError",
     "MissingExtraError",
     "ModelNotFoundError",
+    "NameTakenError",
     "OutOfMemoryError",
     "PromptError",
     "PromptFileError",
@@ -139,3 +141,8 @@ class OutOfMemoryError(FinetuneError):
 
 class BadReferenceError(LlmopsError, ValueError):
     """A reference string is not NAME, NAME@ALIAS or NAME/VERSION."""
+
+
+class NameTakenError(LlmopsError):
+    """A name is held by the other kind of registered artifact (prompts and models share one
+    namespace in MLflow)."""

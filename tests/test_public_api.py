@@ -46,9 +46,10 @@ def test_indexing_and_lakehouse_exports() -> None:
 
 def test_models_exports() -> None:
     assert set(llmops.models.__all__) == {
-        "DEFAULT_MODEL", "OFFLINE_MODELS", "SMOLLM2", "TINY", "BuiltModel", "TinyModelConfig",
-        "build_model", "build_smollm2", "build_tiny_model", "ensure_model", "ensure_smollm2",
-        "ensure_tiny_model", "list_models", "resolve_model", "smollm2_model_id", "tiny_model_id",
+        "DEFAULT_MODEL", "OFFLINE_MODELS", "SMOLLM2", "TINY", "BuiltModel", "LocalChatModel",
+        "TinyModelConfig", "build_chat_model", "build_model", "build_smollm2", "build_tiny_model",
+        "ensure_model", "ensure_smollm2", "ensure_tiny_model", "list_models", "resolve_model",
+        "smollm2_model_id", "tiny_model_id",
     }
     assert llmops.models.DEFAULT_MODEL == "smollm2"
 
@@ -71,6 +72,19 @@ def test_feedback_exports() -> None:
     }
 
 
+def test_registry_exports() -> None:
+    import llmops.registry
+
+    assert set(llmops.registry.__all__) == {
+        "ADAPTER_KIND", "CHAIN_KIND", "KIND_TAG", "AdapterVersion", "Ref", "adapter_served_name",
+        "adapter_version", "check_name_free", "load_adapter", "model_version", "parse_ref",
+        "promote", "promote_adapter",
+    }
+    # the names that moved down stay importable where users found them
+    assert llmops.chains.promote is llmops.registry.promote
+    assert llmops.chains.LocalChatModel is llmops.models.LocalChatModel
+
+
 def test_evals_exports() -> None:
     import llmops.evals
 
@@ -88,10 +102,11 @@ def test_every_export_exists() -> None:
     import llmops.feedback
     import llmops.indexing
     import llmops.lakehouse
+    import llmops.registry
     import llmops.serving
 
     for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse,
-                   llmops.serving, llmops.feedback, llmops.evals):
+                   llmops.serving, llmops.feedback, llmops.evals, llmops.registry):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 
@@ -100,6 +115,7 @@ def test_import_llmops_is_cheap() -> None:
     code = (
         "import sys, llmops, llmops.config, llmops.errors, llmops.cli, llmops.prompts, llmops.chains\n"
         "import llmops.indexing, llmops.lakehouse, llmops.serving, llmops.feedback, llmops.evals\n"
+        "import llmops.registry, llmops.models\n"
         "heavy = [m for m in ('torch', 'vllm', 'peft', 'chromadb', 'transformers', 'httpx')\n"
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"

@@ -11,11 +11,12 @@ from llmops.chains.building import (
     resolve_prompt,
     resolve_retriever,
 )
-from llmops.chains.chat_models import LocalChatModel, build_chat_model
 from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.chains.packaging import ChainModel, LoggedChain, log_chain
 from llmops.chains.qa import build_qa_chain, format_context
-from llmops.chains.registry import invoke, load, load_at_endpoint, model_version, promote
+from llmops.chains.registry import invoke, load, load_at_endpoint
+from llmops.models.chat_models import LocalChatModel, build_chat_model
+from llmops.registry import model_version, promote
 
 __all__ = [
     "ChainConfig",

@@ -14,12 +14,13 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
-from llmops.chains.chat_models import build_chat_model
 from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.config import ChatModelSettings, Settings, load_settings
+from llmops.models.chat_models import build_chat_model
 from llmops.prompts.langchain import to_langchain
 from llmops.prompts.registry import get_version, to_template
 from llmops.prompts.templates import PromptTemplate
+from llmops.registry import load_adapter
 
 __all__ = [
     "chain_chat_model",
@@ -103,8 +104,6 @@ def chain_chat_model(config: ChainConfig, settings: Settings | None = None) -> R
     if chat.adapter:
         # the adapter comes from the registry: a local model merges its folder in, an
         # endpoint is asked for it by the name the engine serves it under
-        from llmops.finetune import load_adapter
-
         found = load_adapter(chat.adapter, settings or load_settings())
         if chat.kind == "local":
             adapter_path = str(found.path)

@@ -12,13 +12,12 @@ from pydantic import BaseModel
 
 import llmops
 from llmops.chains.building import merge_chat_settings, resolve_prompt, resolve_retriever
-from llmops.chains.chat_models import resolve_local_model
 from llmops.chains.config import ChainConfig
 from llmops.config import Settings, load_settings
 from llmops.errors import ChainFileError, LlmopsError
 from llmops.lineage import content_hash, git_commit, git_is_dirty
-from llmops.refs import parse_ref
-from llmops.stores import connect
+from llmops.models.catalog import resolve_model
+from llmops.registry import CHAIN_KIND, KIND_TAG, adapter_version, check_name_free, parse_ref, promote
 
 __all__ = ["ChainInput", "ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
 
@@ -142,18 +141,16 @@ def log_chain(
         raise ChainFileError(f"{path}: CONFIG is invalid: {exc}") from exc
     model_name = name or file.stem.replace("_", "-")
     parse_ref(f"{model_name}@{alias}" if alias else model_name)  # a bad name or alias fails first
-    connect(settings)
+    check_name_free(model_name, "model", settings)
     prompt = resolve_prompt(config.prompt, settings)
     chat = merge_chat_settings(config.chat_model, settings.chat_model)
     adapter = None
     if chat.adapter:
         # pin the adapter to an exact registered version, as the prompt is pinned
-        from llmops.finetune.registry import adapter_version
-
         adapter = adapter_version(chat.adapter, settings)
         chat = chat.model_copy(update={"adapter": f"{adapter.name}/{adapter.version}"})
     model_path = (
-        resolve_local_model(chat.model, settings.models_dir, settings.root / "docs")
+        resolve_model(chat.model, settings.models_dir, settings.root / "docs")
         if chat.kind == "local"
         else None
     )
@@ -165,6 +162,7 @@ def log_chain(
     model_config = resolved.model_dump(mode="json")
     commit = git_commit(settings.root)
     tags = {
+        KIND_TAG: CHAIN_KIND,
         "llmops.git_commit": commit,
         "llmops.git_dirty": git_is_dirty(settings.root, file),
         "llmops.chain_file": str(file.relative_to(settings.root))
@@ -214,8 +212,6 @@ def log_chain(
     if config.description:
         client.update_model_version(model_name, version.version, config.description)
     if alias:
-        from llmops.chains.registry import promote
-
         promote(model_name, alias, int(version.version), settings=settings)
     return LoggedChain(
         name=model_name,

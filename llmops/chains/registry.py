@@ -1,44 +1,16 @@
-"""Registered chains: load, invoke, and promote between aliases with an audit trail."""
+"""Registered chains: load one (in process or pointed at an endpoint) and invoke it.
+
+Resolving a reference and promotion live in :mod:`llmops.registry`.
+"""
 
 from __future__ import annotations
 
-import getpass
-import os
-from datetime import datetime, timezone
 from typing import Any
 
-from llmops.config import Settings, load_settings
-from llmops.errors import ModelNotFoundError
-from llmops.refs import adapter_served_name, parse_ref
-from llmops.stores import connect
+from llmops.config import Settings
+from llmops.registry import adapter_served_name, model_version, parse_ref
 
-__all__ = ["invoke", "load", "load_at_endpoint", "model_version", "promote"]
-
-
-def model_version(ref: str, settings: Settings | None = None) -> Any:
-    """The ``ModelVersion`` a reference names (``NAME`` means the latest version)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    parsed = parse_ref(ref, "models")
-    connect(settings or load_settings())
-    client = MlflowClient()
-    try:
-        if parsed.alias:
-            return client.get_model_version_by_alias(parsed.name, parsed.alias)
-        if parsed.version is not None:
-            return client.get_model_version(parsed.name, str(parsed.version))
-        versions = client.search_model_versions(f"name = '{parsed.name}'")
-    except MlflowException as exc:
-        raise ModelNotFoundError(
-            f"model '{parsed}' does not exist: log one with 'llmops chains log FILE' "
-            "or check the name, alias and version"
-        ) from exc
-    if not versions:
-        raise ModelNotFoundError(
-            f"model '{parsed.name}' has no versions: log one with 'llmops chains log FILE'"
-        )
-    return max(versions, key=lambda v: int(v.version))
+__all__ = ["invoke", "load", "load_at_endpoint"]
 
 
 def load(ref: str, settings: Settings | None = None) -> Any:
@@ -87,33 +59,3 @@ def invoke(ref: str, question: str, settings: Settings | None = None) -> dict[st
     """Ask a registered chain one question; returns its answer dict."""
     model = load(ref, settings)
     return model.predict([{"question": question}])[0]
-
-
-def promote(
-    name: str,
-    alias: str,
-    version: int | None = None,
-    settings: Settings | None = None,
-    user: str | None = None,
-) -> int:
-    """Move ``name@alias`` to ``version`` (default: the latest) and record who, when and from where.
-
-    The record is kept as tags on the version promoted:
-    ``llmops.promoted.<alias>.by``, ``.at`` and ``.from_version``.
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    parse_ref(f"{name}@{alias}")
-    target = model_version(f"{name}/{version}" if version is not None else name, settings)
-    client = MlflowClient()
-    try:
-        previous = client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        previous = "none"
-    client.set_registered_model_alias(name, alias, target.version)
-    who = user or os.environ.get("LLMOPS_USER") or getpass.getuser()
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for key, value in (("by", who), ("at", stamp), ("from_version", str(previous))):
-        client.set_model_version_tag(name, target.version, f"llmops.promoted.{alias}.{key}", value)
-    return int(target.version)

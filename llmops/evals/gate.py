@@ -19,6 +19,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import ModelNotFoundError
 from llmops.evals.config import GateConfig, MetricRule, load_gate_config
 from llmops.evals.runs import EvalReport, evaluate_chain
+from llmops.registry import model_version, promote
 
 __all__ = ["GateResult", "check_compliance", "compare_reports", "run_gate"]
 
@@ -133,7 +134,6 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
     """Gate ``name@staging``; promote it to ``@production`` on a pass, tag it rejected on a fail."""
     from mlflow import MlflowClient
 
-    from llmops.chains.registry import model_version, promote
     from llmops.lakehouse import append_rows
 
     settings = settings or load_settings()

@@ -18,6 +18,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import EvaluationError
 from llmops.evals.datasets import EvalDataset, load_eval_dataset
 from llmops.evals.scorers import default_scorers, judge_scorer, scorers_for
+from llmops.registry import model_version
 from llmops.stores import connect
 
 __all__ = ["EvalReport", "evaluate_chain"]
@@ -178,7 +179,7 @@ def evaluate_chain(
     """
     import mlflow
 
-    from llmops.chains.registry import load_at_endpoint, model_version
+    from llmops.chains.registry import load_at_endpoint
     from llmops.lakehouse import append_rows
 
     settings = settings or load_settings()

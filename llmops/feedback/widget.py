@@ -25,6 +25,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.feedback.records import feedback_problem
 from llmops.lakehouse import append_rows, table_path
+from llmops.registry import model_version
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
 
@@ -134,8 +135,6 @@ def _resolve_chain(ref: str | None, settings: Settings | None) -> tuple[str | No
     name, version = _split_ref(ref)
     if version is not None:
         return name, version
-    from llmops.chains.registry import model_version
-
     found = model_version(ref, settings)
     return str(found.name), str(found.version)
 

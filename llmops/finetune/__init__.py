@@ -15,7 +15,7 @@ from llmops.finetune.config import (
 from llmops.finetune.data import TrainingData, load_training_data
 from llmops.finetune.job import FinetuneResult, finetune
 from llmops.finetune.launch import inside_launcher, launch_command
-from llmops.finetune.registry import AdapterVersion, load_adapter, promote_adapter
+from llmops.registry import AdapterVersion, load_adapter, promote_adapter
 
 __all__ = [
     "AdapterVersion",

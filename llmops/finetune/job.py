@@ -29,7 +29,7 @@ from llmops.finetune.base_model import BaseModelRef, resolve_base_model
 from llmops.finetune.config import FinetuneConfig, check_servable, load_finetune_config
 from llmops.finetune.data import TrainingData, load_eval_rows, load_training_data
 from llmops.lineage import git_commit
-from llmops.refs import adapter_served_name, parse_ref
+from llmops.registry import ADAPTER_KIND, KIND_TAG, adapter_served_name, parse_ref
 
 __all__ = ["FinetuneResult", "finetune"]
 
@@ -323,7 +323,7 @@ def _run(cfg: FinetuneConfig, training: TrainingData, base: BaseModelRef, settin
         lineage = training.lineage()
         lora = cfg.lora_config()
         tags = {
-            "llmops.kind": "adapter", **base.tags(), "llmops.method": cfg.method,
+            KIND_TAG: ADAPTER_KIND, **base.tags(), "llmops.method": cfg.method,
             "llmops.lora_rank": str(cfg.lora_rank), "llmops.lora_alpha": str(lora.lora_alpha),
             "llmops.lora_target_modules": ",".join(sorted(lora.target_modules or [])),
             "llmops.data.source": training.source, "llmops.data.sha256": training.sha256,
@@ -353,7 +353,7 @@ def _run(cfg: FinetuneConfig, training: TrainingData, base: BaseModelRef, settin
     local.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(adapter_dir), local)
     if cfg.alias:
-        from llmops.finetune.registry import promote_adapter
+        from llmops.registry import promote_adapter
 
         promote_adapter(packaged.name, cfg.alias, packaged.version, settings)
     return FinetuneResult(

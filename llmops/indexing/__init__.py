@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmops.indexing.config import IndexConfig
+from llmops.config import IndexConfig
 
 if TYPE_CHECKING:
     from llmops.indexing.job import IndexReport, update_index

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from llmops.config import IndexConfig
 from llmops.errors import MissingExtraError
-from llmops.indexing.config import IndexConfig
 from llmops.indexing.sources import SourceDocument
 
 __all__ = ["Chunk", "chunk_id", "make_splitter", "split_documents"]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from llmops.config import IndexConfig
 from llmops.errors import IndexSourceError
-from llmops.indexing.config import IndexConfig
 
 __all__ = [
     "DeltaSource",

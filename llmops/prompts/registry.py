@@ -11,7 +11,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import PromptError, PromptNotFoundError
 from llmops.lineage import git_commit, git_is_dirty
 from llmops.prompts.templates import PromptTemplate, find_variables, read_prompt_dir, template_text
-from llmops.refs import Ref, parse_ref
+from llmops.registry import Ref, check_name_free, parse_ref
 from llmops.stores import connect
 
 if TYPE_CHECKING:
@@ -91,9 +91,10 @@ def to_template(version: PromptVersion) -> PromptTemplate:
 def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -> SyncReport:
     """Register a new version of every template whose content changed since its latest version.
 
-    Every file is read and validated before anything is registered, so one
-    broken file registers nothing. Each version is tagged with its file, its
-    content hash and the git commit. A second run with no change is a no-op.
+    Every file is read and validated, and every name checked against the models
+    registered, before anything is registered, so one broken file registers nothing.
+    Each version is tagged with its file, its content hash and the git commit. A second
+    run with no change is a no-op.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -102,6 +103,8 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
     folder = folder or settings.prompts_dir
     templates = read_prompt_dir(folder)
     connect(settings)
+    for tpl in templates:  # MLflow gives prompts and models one namespace
+        check_name_free(tpl.name, "prompt", settings)
     commit = git_commit(settings.root)
     report = SyncReport()
     for tpl in templates:

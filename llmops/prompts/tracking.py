@@ -56,7 +56,7 @@ def _resolve(prompt: PromptLike, settings: Settings) -> tuple[PromptTemplate, st
 
 
 def _default_chat_model(settings: Settings) -> BaseChatModel:
-    from llmops.chains.chat_models import build_chat_model
+    from llmops.models.chat_models import build_chat_model
 
     return build_chat_model(settings.chat_model, settings.models_dir, settings.root / "docs")
 

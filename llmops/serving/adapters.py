@@ -57,7 +57,7 @@ class AdapterRegistry:
     def resolve(self, ref: str) -> LoadedAdapter:
         """Fetch ``ref`` from the registry and check that this engine can serve it."""
         from llmops.errors import BadReferenceError, FinetuneError, ModelNotFoundError
-        from llmops.finetune import load_adapter
+        from llmops.registry import load_adapter
 
         if not self.enabled:
             raise AdapterError("this engine was started without LoRA (engine.enable_lora)", 409)

@@ -39,7 +39,8 @@ class ChainServer:
 
     def get(self, name: str, alias: str) -> ServedChain:
         """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
-        from llmops.chains.registry import load_at_endpoint, model_version
+        from llmops.chains.registry import load_at_endpoint
+        from llmops.registry import model_version
 
         version = model_version(f"{name}@{alias}", self.settings)
         key = (name, str(version.version))

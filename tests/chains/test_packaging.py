@@ -12,8 +12,9 @@ from mlflow import MlflowClient
 from llmops.chains import invoke, load, log_chain, model_version, promote
 from llmops.errors import ChainFileError, ModelNotFoundError, PromptNotFoundError
 from llmops.indexing import current_index_version, update_index
-from llmops.prompts import set_alias, sync_prompts
+from llmops.prompts import get_version, set_alias, sync_prompts
 from llmops.stores import connect
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -149,3 +150,15 @@ def test_logging_a_rag_chain_without_an_index_registers_nothing(settings, projec
     with pytest.raises(IndexingError, match="run 'llmops index update' first"):
         log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=settings)
     assert MlflowClient().search_registered_models() == []
+
+
+def test_logging_a_chain_under_a_prompts_name_fails_with_one_line(synced, project: Path) -> None:
+    # MLflow keeps prompts and models in one namespace: "qa" is taken by the prompt
+    out = run_cli("chains", "log", "chains/docs_qa.py", "--name", "qa", cwd=project)
+    assert out.returncode == 1, out.stdout + out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in out.stderr and len(errors) == 1, out.stderr
+    assert "'qa' is already a prompt's name" in errors[0], out.stderr
+    connect(synced)
+    assert MlflowClient().search_registered_models() == []
+    assert get_version("qa/1", synced).template  # the prompt is untouched

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from llmops.config import IndexConfig
 from llmops.indexing.chunking import chunk_id, split_documents
-from llmops.indexing.config import IndexConfig
 from llmops.indexing.sources import SourceDocument
 
 CFG = IndexConfig(chunk_size=120, chunk_overlap=0)

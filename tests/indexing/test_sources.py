@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from llmops.config import IndexConfig
 from llmops.errors import IndexSourceError
-from llmops.indexing.config import IndexConfig
 from llmops.indexing.sources import DeltaSource, SkippedDocument, SourceDocument, open_source
 
 

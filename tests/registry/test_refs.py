@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from llmops.errors import BadReferenceError
-from llmops.refs import Ref, parse_ref
+from llmops.registry import Ref, parse_ref
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
-"""Registered adapters: resolve a reference, fetch the adapter folder, promote a version.
+"""Registered LoRA adapters: resolve a reference, fetch the adapter folder, promote a version.
 
-``load_adapter`` is what serving uses to hot-load an adapter into vLLM: it only
-ever returns a folder downloaded from the registry, never a path a client chose.
+``load_adapter`` is what serving uses to hot-load an adapter into vLLM, and the folder a
+local chat model merges in: it only ever returns a folder downloaded from the registry,
+never a path a client chose.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings, load_settings
-from llmops.errors import FinetuneError, ModelNotFoundError
-from llmops.refs import adapter_served_name, parse_ref
-from llmops.stores import connect
+from llmops.errors import FinetuneError
+from llmops.registry.kinds import ADAPTER_KIND
+from llmops.registry.promotion import promote
+from llmops.registry.refs import adapter_served_name
+from llmops.registry.versions import model_version
 
-__all__ = ["ADAPTER_KIND", "AdapterVersion", "adapter_version", "load_adapter", "promote_adapter"]
+__all__ = ["AdapterVersion", "adapter_version", "load_adapter", "promote_adapter"]
 
-ADAPTER_KIND = "adapter"
 _FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -43,34 +45,7 @@ class AdapterVersion:
 
 def adapter_version(ref: str, settings: Settings | None = None) -> Any:
     """The ``ModelVersion`` of an adapter reference (``NAME`` means the latest version)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    parsed = parse_ref(ref, "models")
-    connect(settings or load_settings())
-    client = MlflowClient()
-    try:
-        if parsed.alias:
-            found = client.get_model_version_by_alias(parsed.name, parsed.alias)
-        elif parsed.version is not None:
-            found = client.get_model_version(parsed.name, str(parsed.version))
-        else:
-            versions = client.search_model_versions(f"name = '{parsed.name}'")
-            found = max(versions, key=lambda v: int(v.version)) if versions else None
-    except MlflowException as exc:
-        raise ModelNotFoundError(
-            f"adapter '{parsed}' does not exist: train one with 'llmops finetune run', "
-            "or check the name, alias and version"
-        ) from exc
-    if found is None:
-        raise ModelNotFoundError(
-            f"adapter '{parsed.name}' has no versions: train one with 'llmops finetune run'"
-        )
-    if (found.tags or {}).get("llmops.kind") != ADAPTER_KIND:
-        raise FinetuneError(
-            f"'{parsed}' is model version {found.name}/{found.version}, which is not a LoRA adapter"
-        )
-    return found
+    return model_version(ref, settings, ADAPTER_KIND)
 
 
 def _complete(folder: Path) -> bool:
@@ -134,8 +109,5 @@ def promote_adapter(name: str, alias: str, version: int | None = None,
                     settings: Settings | None = None, user: str | None = None) -> int:
     """Point ``name@alias`` at an adapter version (default: the latest), with the audit tags
     chains get (``llmops.promoted.<alias>.by / .at / .from_version``); returns the version."""
-    from llmops.chains.registry import promote
-
-    settings = settings or load_settings()
-    adapter_version(f"{name}/{version}" if version is not None else name, settings)
-    return promote(name, alias, version, settings=settings, user=user)
+    return promote(name, alias, version, settings=settings or load_settings(), user=user,
+                   kind=ADAPTER_KIND)

@@ -19,8 +19,9 @@ from pydantic import ConfigDict
 
 from llmops.config import ChatModelSettings
 from llmops.errors import ChatModelError, MissingExtraError
+from llmops.models.catalog import resolve_model
 
-__all__ = ["LocalChatModel", "build_chat_model", "resolve_local_model"]
+__all__ = ["LocalChatModel", "build_chat_model"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user"}
 _cache: dict[str, tuple[Any, Any]] = {}
@@ -125,14 +126,6 @@ class LocalChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def resolve_local_model(model: str, models_dir: Path, docs_dir: Path | None = None) -> str:
-    """An offline model's name (``smollm2``, ``tiny``) becomes its built folder; anything else
-    is used as given."""
-    from llmops.models.catalog import resolve_model
-
-    return resolve_model(model, models_dir, docs_dir)
-
-
 def build_chat_model(
     settings: ChatModelSettings, models_dir: Path, docs_dir: Path | None = None,
     adapter_path: str | None = None,
@@ -145,7 +138,7 @@ def build_chat_model(
     """
     if settings.kind == "local":
         return LocalChatModel(
-            model_path=resolve_local_model(settings.model, models_dir, docs_dir),
+            model_path=resolve_model(settings.model, models_dir, docs_dir),
             adapter_path=adapter_path,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,

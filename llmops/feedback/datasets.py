@@ -141,10 +141,10 @@ def build_dataset(
 
     rows: list[dict[str, Any]] = []
     for rec in joined.sort_values("ts").to_dict("records"):
-        question, messages = _question(rec.get("request") or "")
+        question, messages = _question(_plain(rec.get("request")) or "")
         served = ({"messages": [{**m, "content": clean(m["content"])} for m in messages]}
                   if messages else {})
-        answer = rec.get("response") or ""
+        answer = _plain(rec.get("response")) or ""
         correction = rec.get("correction") if isinstance(rec.get("correction"), str) else None
         good = _good(rec.get("rating"), rec.get("score"))
         lineage = {key: _plain(rec.get(column)) for key, column in _LINEAGE}

@@ -85,7 +85,7 @@ def _check_line(kind: str, line: str) -> None:
     assert row["request_id"].startswith("r") and row["feedback_id"].startswith("f")
 
 
-@settings(max_examples=40, deadline=None, database=None,
+@settings(max_examples=15, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(logs=st.lists(log_entry, max_size=6), feedback=st.lists(feedback_entry, max_size=8),
        kind=st.sampled_from(["eval", "sft", "kto"]), redact=st.booleans())

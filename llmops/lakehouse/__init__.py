@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from llmops.lakehouse.maintenance import optimize_tables, vacuum_tables
 from llmops.lakehouse.tables import TABLES, schema
-from llmops.lakehouse.writer import append_rows, check_row, read_table, table_path
+from llmops.lakehouse.writer import (
+    TableAppender,
+    append_rows,
+    check_row,
+    read_table,
+    table_path,
+)
 
 __all__ = [
-    "TABLES", "append_rows", "check_row", "optimize_tables", "read_table", "schema",
+    "TABLES", "TableAppender", "append_rows", "check_row", "optimize_tables", "read_table", "schema",
     "table_path", "vacuum_tables",
 ]

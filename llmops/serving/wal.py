@@ -34,7 +34,7 @@ from typing import Any
 
 from llmops.errors import LlmopsError
 from llmops.faults import fault_point
-from llmops.lakehouse import TABLES, append_rows, check_row, table_path
+from llmops.lakehouse import TABLES, TableAppender, check_row, table_path
 
 __all__ = ["WriteAheadLog"]
 
@@ -117,6 +117,7 @@ class WriteAheadLog:
         self._rows: dict[Path, int] = {}  # rows of each segment not yet committed
         self._next: dict[str, int] = {}  # the version of the next segment per table
         self._committed: dict[str, int] = {}  # the table's transaction version, once read
+        self._appenders: dict[str, TableAppender] = {}  # the table state kept between commits
         self._pending = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -227,9 +228,10 @@ class WriteAheadLog:
         if version > self._committed_version(table) and seg.exists():
             rows = self._read_segment(table, seg)
             if rows:
-                append_rows(self.lakehouse, table, rows,
-                            commit_metadata={_MARK: f"{self.instance}/{table}/{seg.name}"},
-                            app_transaction=(self.app_id(table), version))
+                appender = self._appenders.setdefault(table,
+                                                      TableAppender(self.lakehouse, table))
+                appender.append(rows, commit_metadata={_MARK: f"{self.instance}/{table}/{seg.name}"},
+                                app_transaction=(self.app_id(table), version))
                 self._committed[table] = version
                 self.committed_rows += len(rows)
             fault_point("wal_committed")

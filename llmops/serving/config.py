@@ -82,6 +82,10 @@ class GatewayConfig(BaseModel):
         32_000, ge=1, description="Longest prompt (all messages' text together), in characters.")
     max_question_chars: int = Field(
         4_000, ge=1, description="Longest question a chain endpoint accepts, in characters.")
+    keepalive_s: int = Field(
+        65, ge=1, description="How long the gateway keeps a client's idle connection open; above "
+                              "the idle timeouts of clients and load balancers (60 s), so that "
+                              "they, not the gateway, close idle connections.")
     upstream_keepalive_s: float = Field(
         2.0, gt=0, description="How long an idle engine connection is kept; below the engine's "
                                "own keep-alive (vLLM: 5 s) so that it never closes one in use.")

@@ -10,7 +10,8 @@ state they share is a ``GatewayState``. Every response carries the server's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -55,7 +56,13 @@ class Gateway:
                     *feedback_routes(self.state), *health_routes(self.state),
                     *admin_routes(self.state), *openapi_routes(config.gateway),
                     *widget_routes(config.gateway, keys.required)],  # the page at / and widget.js
-            middleware=[*widget_middleware(config.gateway), auth_middleware(keys)])
+            middleware=[*widget_middleware(config.gateway), auth_middleware(keys)],
+            lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.aclose()  # the engine connections close with the server
 
     async def aclose(self) -> None:
         await self.state.upstream.aclose()

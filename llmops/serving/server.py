@@ -157,7 +157,8 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         raise
     server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
                                            port=config.gateway.port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+                                           access_log=False, lifespan="on",
+                                           timeout_keep_alive=config.gateway.keepalive_s))
     echo(f"gateway on http://{config.gateway.host}:{config.gateway.port} (env {settings.env})")
 
     def stop(*_: Any) -> None:

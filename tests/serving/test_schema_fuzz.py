@@ -111,38 +111,38 @@ def test_gateway_survives_schema_fuzzing(start_gateway, project: Path) -> None:
             case.body["request_id"] = known_ids[0]
         return case
 
-    for op in operations:
+    def run(op: Any, mode: GenerationMode) -> None:
         admin = op.path.startswith("/admin/")
-        examples = EXAMPLES.get(op.path, OTHER_EXAMPLES)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if mode is GenerationMode.NEGATIVE and op.body.is_empty():
-                continue
-            strategy = op.as_strategy(generation_mode=mode)
-            if op.path in ("/v1/chat/completions", "/v1/completions"):
-                strategy = st.tuples(strategy, st.integers(0, 3).map(bool)).map(with_model)
-            elif op.path == "/v1/feedback":
-                strategy = st.tuples(strategy, st.integers(0, 2).map(bool)).map(with_request_id)
+        strategy = op.as_strategy(generation_mode=mode)
+        if op.path in ("/v1/chat/completions", "/v1/completions"):
+            strategy = st.tuples(strategy, st.integers(0, 3).map(bool)).map(with_model)
+        elif op.path == "/v1/feedback":
+            strategy = st.tuples(strategy, st.integers(0, 2).map(bool)).map(with_request_id)
 
-            @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                      phases=[Phase.explicit, Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(case=strategy)
-            def fuzz(case: Any, admin: bool = admin, op: Any = op) -> None:
-                if admin:  # never with a key: 401 before the body is read
-                    response = case.call_and_validate(base_url=gw.url, checks=CHECKS)
-                    assert response.status_code == 401, response.text
-                else:
-                    response = case.call_and_validate(base_url=gw.url, headers=AUTH,
-                                                      checks=CHECKS)
-                counts[op.label] = counts.get(op.label, 0) + 1
-                rid = response.headers.get("X-Request-Id")
-                if (rid and op.path.startswith(LOGGED)
-                        and response.status_code not in (401, 403, 413, 429)):
-                    logged.add(rid)
-                if op.path == "/v1/feedback" and response.status_code == 200:
-                    acknowledged.add(response.json()["feedback_id"])
+        @settings(max_examples=EXAMPLES.get(op.path, OTHER_EXAMPLES), derandomize=True,
+                  database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(case=strategy)
+        def fuzz(case: Any) -> None:
+            if admin:  # never with a key: 401 before the body is read
+                response = case.call_and_validate(base_url=gw.url, checks=CHECKS)
+                assert response.status_code == 401, response.text
+            else:
+                response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS)
+            counts[op.label] = counts.get(op.label, 0) + 1
+            rid = response.headers.get("X-Request-Id")
+            if (rid and op.path.startswith(LOGGED)
+                    and response.status_code not in (401, 403, 413, 429)):
+                logged.add(rid)
+            if op.path == "/v1/feedback" and response.status_code == 200:
+                acknowledged.add(response.json()["feedback_id"])
 
-            fuzz()
+        fuzz()
+
+    for op in operations:
+        run(op, GenerationMode.POSITIVE)
+        if len(op.body):
+            run(op, GenerationMode.NEGATIVE)
 
     fuzzed = time.monotonic() - started
     assert acknowledged, "no fuzzed feedback reached the 200 path"

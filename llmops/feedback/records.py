@@ -14,7 +14,8 @@ def feedback_problem(rating: Any, score: Any, correction: Any = None, comment: A
     ``rating`` is a thumbs up (1) or down (-1), ``score`` an integer from 1 to 5; at
     least one of them, a correction or a comment must be given.
     """
-    if rating is not None and (isinstance(rating, bool) or rating not in (-1, 1)):
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)
+                               or rating not in (-1, 1)):  # 1.0 too: the column is an integer
         return "the rating must be -1 (thumbs down) or 1 (thumbs up)"
     if score is not None and (isinstance(score, bool) or not isinstance(score, int)
                               or not 1 <= score <= 5):

@@ -158,7 +158,10 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
                                   "model": {"type": "string"},
                                   "choices": {"type": "array", "items": {"type": "object"}},
                                   "usage": {"type": "object", "nullable": True}}}
-    stream = {"type": "string", "description": "Server-sent events (stream: true)"}
+    stream = {"type": "object", "description": "One server-sent event (stream: true): the "
+                                               "engine's chunk as JSON in data, then [DONE]",
+              "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                             "id": {"type": "string"}}}
     generated = {"description": "The engine's completion (a stream of events when stream: true)",
                  "content": {"application/json": {"schema": engine_body},
                              "text/event-stream": {"schema": stream}}}

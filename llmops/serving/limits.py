@@ -44,6 +44,7 @@ def check_generation(payload: dict[str, Any], kind: str, cfg: GatewayConfig) -> 
     """400 for a malformed request or one over a cap (``kind``: ``chat`` or ``text``)."""
     if not isinstance(payload.get("model"), str) or not payload["model"]:
         raise HTTPError(400, "'model' must be a non-empty string")
+    unit = "characters"
     if kind == "chat":
         msgs = payload.get("messages")
         if not isinstance(msgs, list) or not msgs or not all(
@@ -55,18 +56,20 @@ def check_generation(payload: dict[str, Any], kind: str, cfg: GatewayConfig) -> 
         prompt = payload.get("prompt")
         if not isinstance(prompt, (str, list)) or not prompt:
             raise HTTPError(400, "'prompt' must be a string or a list")
-        if isinstance(prompt, list):
-            if len(prompt) > cfg.max_prompts:
-                raise HTTPError(400, f"'prompt' holds {len(prompt)} prompts; this endpoint's cap "
-                                     f"is {cfg.max_prompts}")
-            if not all(isinstance(p, str) for p in prompt) and not all(
-                    isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-                raise HTTPError(400, "'prompt' must be a string, a list of strings or a list "
-                                     "of token ids")
-        length = (len(prompt) if isinstance(prompt, str) else
-                  max((len(p) if isinstance(p, str) else 1 for p in prompt), default=0))
+        if isinstance(prompt, str):
+            count, length = 1, len(prompt)
+        elif all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+            count, length, unit = 1, len(prompt), "tokens"  # one prompt given as token ids
+        elif all(isinstance(p, str) for p in prompt):
+            count, length = len(prompt), max(len(p) for p in prompt)
+        else:
+            raise HTTPError(400, "'prompt' must be a string, a list of strings or a list "
+                                 "of token ids")
+        if count > cfg.max_prompts:
+            raise HTTPError(400, f"'prompt' holds {count} prompts; this endpoint's cap "
+                                 f"is {cfg.max_prompts}")
     if length > cfg.max_prompt_chars:
-        raise HTTPError(400, f"the prompt is {length} characters; this endpoint's cap is "
+        raise HTTPError(400, f"the prompt is {length} {unit}; this endpoint's cap is "
                              f"{cfg.max_prompt_chars}")
     for name in ("max_tokens", "max_completion_tokens"):
         _positive_int(payload, name, cfg.max_tokens_cap)

@@ -171,3 +171,23 @@ def test_a_burst_of_feedback_for_unknown_ids_while_streams_run(start_gateway,
     with httpx.Client(base_url=gw.url, timeout=60) as h:
         assert h.post("/v1/feedback", json={"request_id": ids[0], "rating": 1}).status_code == 200
     assert len(wait_rows(project, "feedback", 1)) == 1
+
+
+def test_prompt_caps_count_prompts_not_token_ids() -> None:
+    from llmops.serving.config import GatewayConfig
+    from llmops.serving.errors import HTTPError
+    from llmops.serving.limits import check_generation
+
+    cfg = GatewayConfig(max_prompts=2, max_prompt_chars=50)
+    check_generation({"model": "m", "prompt": list(range(40))}, "text", cfg)  # one prompt
+    check_generation({"model": "m", "prompt": ["a", "b"]}, "text", cfg)
+    for prompt, message in (
+        (["a", "b", "c"], "'prompt' holds 3 prompts; this endpoint's cap is 2"),
+        (list(range(51)), "the prompt is 51 tokens; this endpoint's cap is 50"),
+        (["x" * 51], "the prompt is 51 characters; this endpoint's cap is 50"),
+        (["a", 1], "'prompt' must be a string, a list of strings or a list of token ids"),
+        ([True], "'prompt' must be a string, a list of strings or a list of token ids"),
+    ):
+        with pytest.raises(HTTPError) as err:
+            check_generation({"model": "m", "prompt": prompt}, "text", cfg)
+        assert (err.value.status, err.value.message) == (400, message)

@@ -33,23 +33,31 @@ def load(url: str, stop: threading.Event, acked: list, fb_acked: list, tag: str)
                 time.sleep(0.05)  # the gateway is down: keep trying until told to stop
 
 
+def wait_until(done, what: str, timeout: float = 180) -> None:
+    """Poll ``done()`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while not done():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
 def test_kill_dash_nine_under_load_loses_nothing(project: Path, start_gateway) -> None:
     port = free_port()
     gw = start_gateway(port=port)
     stop = threading.Event()
     acked: list[str] = []
     fb_acked: list[str] = []
-    workers = [threading.Thread(target=load, args=(gw.url, stop, acked, fb_acked, f"w{n}"))
+    workers = [threading.Thread(target=load, args=(gw.url, stop, acked, fb_acked, f"w{n}"),
+                                daemon=True)
                for n in range(4)]
     for w in workers:
         w.start()
-    while len(acked) < 40:
-        time.sleep(0.05)
+    wait_until(lambda: len(acked) >= 40, "40 acknowledged requests")
     gw.kill9()
     killed_at = len(acked)
     gw2 = start_gateway(port=port)  # replays its write-ahead log at start
-    while len(acked) < killed_at + 20:
-        time.sleep(0.05)
+    wait_until(lambda: len(acked) >= killed_at + 20, "20 requests after the restart")
     stop.set()
     for w in workers:
         w.join(timeout=60)
@@ -72,13 +80,12 @@ def test_two_gateways_share_the_tables(project: Path, start_gateway) -> None:
     acked_b: list[str] = []
     fb: list[str] = []
     threads = [
-        threading.Thread(target=load, args=(a.url, stop, acked_a, fb, "a")),
-        threading.Thread(target=load, args=(b.url, stop, acked_b, fb, "b")),
+        threading.Thread(target=load, args=(a.url, stop, acked_a, fb, "a"), daemon=True),
+        threading.Thread(target=load, args=(b.url, stop, acked_b, fb, "b"), daemon=True),
     ]
     for t in threads:
         t.start()
-    while len(acked_a) < 25 or len(acked_b) < 25:
-        time.sleep(0.05)
+    wait_until(lambda: len(acked_a) >= 25 and len(acked_b) >= 25, "25 requests per gateway")
     stop.set()
     for t in threads:
         t.join(timeout=60)

@@ -29,10 +29,10 @@ from llmops.errors import FinetuneError, MissingExtraError, OutOfMemoryError
 from llmops.finetune.base_model import BaseModelRef, load_base_model, pick_device
 from llmops.finetune.config import FinetuneConfig
 from llmops.finetune.data import TrainingData, as_chat
+from llmops.registry.adapters import ADAPTER_FILES
 
 __all__ = ["ADAPTER_FILES", "HardwarePlan", "TrainStats", "plan_hardware", "train_adapter"]
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from llmops.registry.promotion import promote
 from llmops.registry.refs import adapter_served_name
 from llmops.registry.versions import model_version
 
-__all__ = ["AdapterVersion", "adapter_version", "load_adapter", "promote_adapter"]
+__all__ = ["ADAPTER_FILES", "AdapterVersion", "adapter_version", "load_adapter",
+           "promote_adapter"]
 
-_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# what a PEFT adapter folder holds (written by training, checked by loading)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def adapter_version(ref: str, settings: Settings | None = None) -> Any:
 
 
 def _complete(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in _FILES)
+    return all((folder / f).is_file() for f in ADAPTER_FILES)
 
 
 def _download(version: Any, dest: Path) -> None:
@@ -62,13 +64,13 @@ def _download(version: Any, dest: Path) -> None:
         got = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(tmp)))
         folder = got / "artifacts" / "adapter"
-        missing = [f for f in _FILES if not (folder / f).is_file()]
+        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
         if missing:
             raise FinetuneError(f"adapter {version.name}/{version.version} lacks "
                                 f"{', '.join(missing)} in the registry")
         staged = tmp / "adapter"
         staged.mkdir()
-        for name in _FILES:
+        for name in ADAPTER_FILES:
             shutil.move(str(folder / name), staged / name)
         if dest.exists() and not _complete(dest):
             shutil.rmtree(dest, ignore_errors=True)

@@ -114,20 +114,20 @@ class GatewayState:
 
     def metric_labels(self, row: dict[str, Any]) -> dict[str, str]:
         """Labels from names the gateway knows; anything a client made up is ``unknown``."""
-        known = self.upstream.models | {self.base_model}
         endpoint = row["endpoint"]
-        chain = row.get("chain") or ""
         if _CHAIN_PATH.match(endpoint):
             endpoint = "/v1/chains/{name}/invoke"
-        model = row.get("model") or ""
-        adapter = row.get("adapter") or ""
+        model, adapter, chain = row.get("model") or "", row.get("adapter") or "", row.get("chain") or ""
         return {
             "endpoint": endpoint,
-            "model": model if not model or model in known or model in self._chain_models()
+            "model": model if not model or self._serves(model) or model in self._chain_models()
             else "unknown",
-            "adapter": adapter if not adapter or adapter in known else "unknown",
+            "adapter": adapter if not adapter or self._serves(adapter) else "unknown",
             "chain": chain if not chain or chain in self.served_chains else "unknown",
         }
+
+    def _serves(self, name: str) -> bool:
+        return name == self.base_model or name in self.upstream.models
 
     def _chain_models(self) -> set[str]:
         return self.chains.chat_models() if self.chains is not None else set()

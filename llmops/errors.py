@@ -23,6 +23,7 @@ and says what to do next. The tree::
     ├── FinetuneError            a fine-tuning job cannot run
     │   ├── FinetuneDataError    its training data is empty or malformed
     │   └── OutOfMemoryError     the accelerator ran out of memory while training
+    ├── RolloutError             a rollout cannot start, be judged or end as asked
     ├── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
     └── NameTakenError           a prompt's name given to a model, or a model's to a prompt
 
@@ -53,6 +54,7 @@ __all__ = [
     "PromptNotFoundError",
     "PromptVariableError",
     "BadReferenceError",
+    "RolloutError",
     "StoreUnavailableError",
 ]
 
@@ -137,6 +139,10 @@ class FinetuneDataError(FinetuneError):
 
 class OutOfMemoryError(FinetuneError):
     """The accelerator ran out of memory while training."""
+
+
+class RolloutError(LlmopsError):
+    """A rollout cannot start, be judged or end as asked (unknown chain, bad steps, one running)."""
 
 
 class BadReferenceError(LlmopsError, ValueError):

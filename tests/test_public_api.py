@@ -42,7 +42,7 @@ def test_indexing_and_lakehouse_exports() -> None:
         "table_path", "vacuum_tables",
     }
     assert set(llmops.lakehouse.TABLES) == {
-        "inference_log", "feedback", "eval_results", "index_runs", "monitoring"}
+        "inference_log", "feedback", "eval_results", "index_runs", "monitoring", "rollouts"}
 
 
 def test_models_exports() -> None:

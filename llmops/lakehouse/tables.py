@@ -25,6 +25,8 @@ TABLES: dict[str, dict[str, str]] = {
         "end_user": "string",
         # the X-Request-Id the client sent, kept beside the server's own request_id
         "client_request_id": "string",
+        # the rollout this answer was part of, and its arm ("production" or "candidate")
+        "rollout_id": "string", "rollout_arm": "string",
     },
     "feedback": {
         "feedback_id": "string", "request_id": "string", "ts": "timestamp", "rating": "int32",
@@ -45,6 +47,19 @@ TABLES: dict[str, dict[str, str]] = {
         "run_id": "string", "ts": "timestamp", "source": "string", "collection": "string",
         "added": "int64", "updated": "int64", "deleted": "int64", "unchanged": "int64",
         "index_version": "string", "seconds": "float64",
+    },
+    # one row per rollout event: its start, each evaluation's decision, its end; the last row
+    # of a rollout is its state (what gateways route by)
+    "rollouts": {
+        "rollout_id": "string", "ts": "timestamp", "chain": "string", "production": "string",
+        "candidate": "string", "step": "int32", "share": "int32", "status": "string",
+        "decision": "string", "reasons": "string", "step_started": "timestamp",
+        "prod_requests": "int64", "prod_errors": "int64", "prod_rated": "int64",
+        "prod_up": "int64", "prod_latency_p95_ms": "float64",
+        "cand_requests": "int64", "cand_errors": "int64", "cand_rated": "int64",
+        "cand_up": "int64", "cand_latency_p95_ms": "float64",
+        "diff": "float64", "diff_low": "float64", "diff_high": "float64",
+        "spec": "string", "mlflow_run_id": "string", "by": "string",
     },
 }
 

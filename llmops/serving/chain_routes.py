@@ -15,6 +15,7 @@ from llmops.errors import LlmopsError
 from llmops.serving.admin import ensure_adapter
 from llmops.serving.auth import ApiKey, require
 from llmops.serving.errors import HTTPError
+from llmops.serving.rollouts import Routed
 from llmops.serving.state import GatewayState
 
 __all__ = ["chain_routes"]
@@ -42,6 +43,13 @@ def _check(payload: dict[str, Any], gw: GatewayState) -> tuple[str, str, str | N
     return question, alias, (user or None) and user[:256]
 
 
+def _client(key: ApiKey | None, request: Request) -> str:
+    """The caller, for a rollout whose arms are sticky per key: the key's name, else the address."""
+    if key is not None:
+        return "key:" + key.name
+    return "addr:" + (request.client.host if request.client else "")
+
+
 def chain_routes(gw: GatewayState) -> list[Route]:
     async def invoke(request: Request) -> Response:
         start = time.perf_counter()
@@ -50,15 +58,24 @@ def chain_routes(gw: GatewayState) -> list[Route]:
         endpoint = f"/v1/chains/{name}/invoke"
         key: ApiKey | None = None
         question, user, slot = "", None, False
+        routed: Routed | None = None
+        in_rollout: dict[str, str] = {}
         try:
             key = require(request, "invoke")
             payload, _ = await gw.read_json(request)
             question, alias, user = _check(payload, gw)
             if gw.chains is None:
                 raise HTTPError(404, "this gateway serves no chains")
+            if alias == gw.cfg.default_chain_alias and gw.rollouts is not None:
+                routed = gw.rollouts.route(name, user, _client(key, request))
+                if routed is not None:
+                    in_rollout = {"rollout_id": routed.rollout_id, "rollout_arm": routed.arm}
             slot = gw.limiter.acquire(key)
             try:
-                served = await run_in_threadpool(gw.chains.get, name, alias)
+                if routed is not None:
+                    served = await run_in_threadpool(gw.chains.get_version, name, routed.version)
+                else:
+                    served = await run_in_threadpool(gw.chains.get, name, alias)
                 if served.adapter_ref and served.adapter not in await gw.upstream.known_models():
                     await ensure_adapter(gw, served.adapter_ref)  # the version it was gated with
                 answer = await run_in_threadpool(gw.chains.answer, served, question)
@@ -77,7 +94,8 @@ def chain_routes(gw: GatewayState) -> list[Route]:
                 gw.rate_limited(key, endpoint)
                 return err.response(rid)
             gw.log_error(err, rid, endpoint, key, request, {"question": question[:65536]},
-                         (time.perf_counter() - start) * 1000, chain=name[:256], end_user=user)
+                         (time.perf_counter() - start) * 1000, chain=name[:256], end_user=user,
+                         **in_rollout)
             return err.response(rid)
         finally:
             if slot:
@@ -96,8 +114,11 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             chain=served.name, chain_version=served.version, prompt=served.prompt,
             prompt_version=served.prompt_version, index_version=index_version, end_user=user,
             request=json.dumps(logged, ensure_ascii=False), response=answer.get("answer", ""),
-            status=200, latency_ms=(time.perf_counter() - start) * 1000,
+            status=200, latency_ms=(time.perf_counter() - start) * 1000, **in_rollout,
         ))
+        if routed is not None:
+            versions["rollout"] = routed.rollout_id
+            versions["arm"] = routed.arm
         return JSONResponse({"request_id": rid, "answer": answer.get("answer", ""),
                              "sources": answer.get("sources", []), "versions": versions},
                             headers={"X-Request-Id": rid})

@@ -39,10 +39,22 @@ class ChainServer:
 
     def get(self, name: str, alias: str) -> ServedChain:
         """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
+        return self._load(f"{name}@{alias}")
+
+    def get_version(self, name: str, version: str) -> ServedChain:
+        """Version ``version`` of chain ``name`` (a rollout's arm pins one)."""
+        key = (name, str(version))
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        return self._load(f"{name}/{version}")
+
+    def _load(self, ref: str) -> ServedChain:
         from llmops.chains.registry import load_at_endpoint
         from llmops.registry import model_version
 
-        version = model_version(f"{name}@{alias}", self.settings)
+        version = model_version(ref, self.settings)
+        name = version.name
         key = (name, str(version.version))
         with self._lock:
             if key in self._cache:

@@ -95,6 +95,12 @@ class GatewayConfig(BaseModel):
         100_000, ge=1, description="/readyz turns 503 when this many rows wait for a flush.")
     upstream_timeout_s: float = Field(120, gt=0, description="Engine timeout (then 503).")
     default_chain_alias: str = Field("production", description="Alias a chain call uses.")
+    rollout_refresh_s: float = Field(
+        2.0, gt=0, description="How often the gateway re-reads the rollouts table (a started, "
+                               "advanced or ended rollout takes effect within this time).")
+    rollout_evaluate_s: float = Field(
+        30.0, ge=0, description="How often the gateway judges running rollouts on new "
+                                "evidence (0: only 'llmops rollout evaluate' does).")
     log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
     log_batch_size: int = Field(512, ge=1, description="Rows per Delta commit at most.")
     instance: str | None = Field(None, description="Write-ahead log name (default: the port).")

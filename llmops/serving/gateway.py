@@ -3,7 +3,8 @@
 It is a Starlette app assembled from one module per concern: ``auth`` (keys and
 scopes, Starlette's authentication middleware), ``limits`` (request caps and per-key
 limits), ``proxy`` (the OpenAI routes and their stream relay), ``chain_routes``,
-``feedback_routes``, ``health``, ``admin`` and ``page`` (the feedback page); the
+``feedback_routes``, ``rollout_routes`` (and ``rollouts``, which routes a chain's traffic
+between the arms of its running rollout), ``health``, ``admin`` and ``page`` (the feedback page); the
 state they share is a ``GatewayState``. Every response carries the server's
 ``X-Request-Id``.
 """
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 
 from llmops.serving.admin import admin_routes
 from llmops.serving.auth import KeyRing, auth_middleware, check_exposure
@@ -27,6 +29,8 @@ from llmops.serving.openapi import openapi_routes
 from llmops.serving.page import widget_middleware, widget_routes
 from llmops.serving.proxy import proxy_routes
 from llmops.serving.request_index import RequestIndex
+from llmops.serving.rollout_routes import rollout_routes
+from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.state import GatewayState
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog
@@ -44,15 +48,17 @@ class Gateway:
     def __init__(self, config: EndpointConfig, env: str, engine_url: str, keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
                  adapters: Any = None, engine_key: str | None = None,
-                 engine_alive: Callable[[], bool] | None = None) -> None:
+                 engine_alive: Callable[[], bool] | None = None,
+                 rollouts: RolloutRouter | None = None) -> None:
         check_exposure(config.gateway.host, keys)
         upstream = Upstream(engine_url, engine_key, config.gateway.upstream_timeout_s,
                             config.gateway.upstream_keepalive_s)
         self.state = GatewayState(config, env, upstream, keys, wal, requests, chains, adapters,
-                                  engine_alive)
+                                  engine_alive, rollouts)
         self.wal = wal
         self.app = Starlette(
             routes=[*proxy_routes(self.state), *chain_routes(self.state),
+                    *rollout_routes(self.state),
                     *feedback_routes(self.state), *health_routes(self.state),
                     *admin_routes(self.state), *openapi_routes(config.gateway),
                     *widget_routes(config.gateway, keys.required)],  # the page at / and widget.js
@@ -61,7 +67,11 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.state.rollouts is not None:
+            await run_in_threadpool(self.state.rollouts.start)
         yield
+        if self.state.rollouts is not None:
+            await run_in_threadpool(self.state.rollouts.stop)
         await self.aclose()  # the engine connections close with the server
 
     async def aclose(self) -> None:

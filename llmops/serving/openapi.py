@@ -218,6 +218,18 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
             "The adapter is unloaded", {"type": "object", "required": ["unloaded"],
                                         "properties": {"unloaded": {"type": "string"}}}),
             {str(s): _error(s) for s in (400, 401, 403, 404, 413, 502)}),
+        "/v1/rollouts/{name}/analysis": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1}}],
+            **get("The chain's latest rollout, for an Argo Rollouts or Flagger metric", _ok(
+                "phase: successful (promoted), failed (rolled back, aborted, inconclusive) or "
+                "running", {
+                    "type": "object", "required": ["phase", "rollout_id", "status"],
+                    "properties": {"phase": {"type": "string",
+                                             "enum": ["running", "successful", "failed"]},
+                                   "rollout_id": {"type": "string"},
+                                   "status": {"type": "string"}}}),
+                {str(s): _error(s) for s in (401, 403, 404)})},
         "/healthz": get("The process answers", _ok("Alive", {
             "type": "object", "required": ["status"],
             "properties": {"status": {"type": "string", "enum": ["ok"]}}}), security=public),

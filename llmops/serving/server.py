@@ -17,6 +17,7 @@ from llmops.serving.config import EndpointConfig, EngineConfig, load_endpoint_co
 from llmops.serving.engine import Engine, resolve_engine_model
 from llmops.serving.gateway import Gateway
 from llmops.serving.request_index import RequestIndex
+from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.wal import WriteAheadLog
 
 __all__ = ["build_gateway", "serve"]
@@ -46,8 +47,11 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
     if adapters is None and config.engine.enable_lora:
         adapters = AdapterRegistry(settings, _engine_model(settings, config),
                                    config.engine.max_lora_rank)
+    rollouts = RolloutRouter(settings, config.gateway.rollout_refresh_s,
+                             config.gateway.rollout_evaluate_s)
     return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
-                   chains, adapters, engine_key=engine_key, engine_alive=engine_alive)
+                   chains, adapters, engine_key=engine_key, engine_alive=engine_alive,
+                   rollouts=rollouts)
 
 
 def _override_engine(config: EndpointConfig, overrides: dict[str, Any],

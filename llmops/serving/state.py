@@ -22,6 +22,7 @@ from llmops.serving.errors import HTTPError
 from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
 from llmops.serving.request_index import RequestIndex
+from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.upstream import Upstream, loads
 from llmops.serving.wal import WriteAheadLog, utcnow
 
@@ -37,7 +38,8 @@ class GatewayState:
 
     def __init__(self, config: EndpointConfig, env: str, upstream: Upstream, keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
-                 adapters: Any = None, engine_alive: Callable[[], bool] | None = None) -> None:
+                 adapters: Any = None, engine_alive: Callable[[], bool] | None = None,
+                 rollouts: RolloutRouter | None = None) -> None:
         self.cfg = config.gateway
         self.env = env
         self.base_model = config.engine.served_model_name
@@ -49,6 +51,7 @@ class GatewayState:
         self.chains = chains
         self.adapters = adapters
         self.engine_alive = engine_alive
+        self.rollouts = rollouts  # running rollouts of the chains (None: chains not served)
         self.metrics = GatewayMetrics()
         self.served_chains: set[str] = set()  # names answered at least once: metric labels
 

@@ -1,0 +1,94 @@
+"""The evidence on a rollout's arms, read from ``inference_log`` and ``feedback``.
+
+A rated answer is a logged request of the rollout with feedback: its last thumbs up or down,
+or, where no thumbs were given, a score of 4-5 (up) or 1-2 (down); a 3 is not counted. An
+error is a request the gateway answered with a 5xx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops.lakehouse import read_table
+from llmops.rollouts.store import RolloutState
+
+__all__ = ["ARMS", "ArmEvidence", "collect_evidence", "thumbs"]
+
+ARMS = ("production", "candidate")
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """One arm's traffic, errors, latencies and rated answers (overall and at this step)."""
+
+    requests: int = 0
+    errors: int = 0
+    rated: int = 0
+    up: int = 0
+    step_rated: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def latency_p95_ms(self) -> float | None:
+        if not self.latencies_ms:
+            return None
+        import numpy as np
+
+        return float(np.percentile(self.latencies_ms, 95))
+
+    @property
+    def rate(self) -> float | None:
+        return self.up / self.rated if self.rated else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+def thumbs(rating: Any, score: Any) -> int | None:
+    """+1 (up), -1 (down) or None (no verdict) for one piece of feedback."""
+    if rating is not None and rating == rating:  # NaN from pandas is no rating
+        return 1 if rating > 0 else -1
+    if score is not None and score == score:
+        if score >= 4:
+            return 1
+        if score <= 2:
+            return -1
+    return None
+
+
+def collect_evidence(lakehouse: Path, state: RolloutState) -> dict[str, ArmEvidence]:
+    """Each arm's evidence since the rollout started (requests of this rollout only)."""
+    log = read_table(lakehouse, "inference_log",
+                     columns=["request_id", "ts", "status", "latency_ms", "rollout_id",
+                              "rollout_arm"], since=state.started)
+    log = log[log["rollout_id"] == state.rollout_id]
+    if len(log) == 0:
+        return {arm: ArmEvidence() for arm in ARMS}
+    feedback = read_table(lakehouse, "feedback", columns=["request_id", "ts", "rating", "score"],
+                          since=state.started, request_ids=log["request_id"].tolist())
+    verdicts: dict[str, int] = {}
+    for row in feedback.sort_values("ts", kind="stable").itertuples(index=False):
+        verdict = thumbs(row.rating, row.score)
+        if verdict is not None:
+            verdicts[row.request_id] = verdict  # the last verdict on a request counts
+    out = {}
+    step_start = state.step_started
+    for arm in ARMS:
+        mine = log[log["rollout_arm"] == arm]
+        errors = mine["status"] >= 500
+        rated = up = step_rated = 0
+        for rid, ts in zip(mine["request_id"], mine["ts"], strict=True):
+            verdict = verdicts.get(rid)
+            if verdict is None:
+                continue
+            rated += 1
+            up += verdict > 0
+            step_rated += ts >= step_start
+        out[arm] = ArmEvidence(
+            requests=len(mine), errors=int(errors.sum()), rated=rated, up=int(up),
+            step_rated=int(step_rated),
+            latencies_ms=[float(x) for x in mine.loc[~errors, "latency_ms"].dropna()])
+    return out

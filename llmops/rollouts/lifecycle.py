@@ -1,0 +1,190 @@
+"""Start, evaluate and abort rollouts; each decision is a ``rollouts`` row and an MLflow run.
+
+The rollout's own MLflow run (made at the start, named after its id) holds its spec; each
+decision that changes something (start, advance, promote, rollback, inconclusive, abort), and
+each ``continue`` on new evidence, is a run nested under it with the evidence as metrics.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from llmops.config import Settings
+from llmops.errors import LlmopsError, ModelNotFoundError, RolloutError
+from llmops.registry import CHAIN_KIND, KIND_TAG, model_version, promote
+from llmops.rollouts.config import RolloutSpec
+from llmops.rollouts.evidence import collect_evidence
+from llmops.rollouts.judging import Judgement, evidence_columns, judge
+from llmops.rollouts.store import RolloutState, latest_for_chain, running_by_chain, write_state
+from llmops.stores import connect
+
+__all__ = ["Evaluation", "abort_rollout", "evaluate_rollout", "start_rollout"]
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation decided (``judgement`` is None when nothing was new to judge)."""
+
+    state: RolloutState
+    judgement: Judgement | None
+    written: bool
+
+
+def _who(user: str | None) -> str:
+    return user or os.environ.get("LLMOPS_USER") or getpass.getuser()
+
+
+def _version(chain: str, which: str, settings: Settings) -> Any:
+    ref = f"{chain}/{which}" if which.isdigit() else f"{chain}@{which}"
+    try:
+        found = model_version(ref, settings)
+    except ModelNotFoundError as exc:
+        raise RolloutError(f"{ref} does not exist: {str(exc).splitlines()[0]}") from exc
+    except LlmopsError as exc:
+        raise RolloutError(f"'{which}' is not an alias or a version of '{chain}': {exc}") from exc
+    if (found.tags or {}).get(KIND_TAG, CHAIN_KIND) != CHAIN_KIND:
+        raise RolloutError(f"{found.name}/{found.version} is not a chain")
+    return found
+
+
+def start_rollout(chain: str, candidate: str, settings: Settings,
+                  spec: RolloutSpec | None = None, user: str | None = None) -> RolloutState:
+    """Send ``spec.shares[0]`` percent of ``chain@production``'s traffic to ``candidate``.
+
+    ``candidate`` is an alias (``staging``) or a version number. Refused, with nothing
+    written, when the chain or version does not exist, the candidate is what production
+    serves, or the chain already has a running rollout.
+    """
+    from mlflow import MlflowClient
+
+    spec = spec or RolloutSpec()
+    try:
+        production = model_version(f"{chain}@production", settings)
+    except ModelNotFoundError as exc:
+        raise RolloutError(f"'{chain}' has no @production version to compare a candidate "
+                           "with: promote one first (llmops eval gate / llmops chains "
+                           "promote)") from exc
+    cand = _version(chain, candidate, settings)
+    if str(cand.version) == str(production.version):
+        raise RolloutError(f"the candidate {chain}/{cand.version} is what @production serves: "
+                           "a rollout needs two different versions")
+    running = running_by_chain(settings.lakehouse).get(chain)
+    if running is not None:
+        raise RolloutError(f"'{chain}' already has a running rollout ({running.rollout_id}, "
+                           f"{running.share}% to version {running.candidate}): end it first "
+                           f"with 'llmops rollout abort {chain}'")
+    now = datetime.now(timezone.utc)
+    rollout_id = f"{chain}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+    exp_id = connect(settings)
+    client = MlflowClient()
+    run = client.create_run(exp_id, run_name=f"rollout {rollout_id}", tags={
+        "llmops.rollout.id": rollout_id, "llmops.rollout.chain": chain,
+        "llmops.rollout.production": str(production.version),
+        "llmops.rollout.candidate": str(cand.version)})
+    client.log_param(run.info.run_id, "spec", spec.model_dump_json()[:6000])
+    client.set_terminated(run.info.run_id, "RUNNING")
+    state = RolloutState(
+        rollout_id=rollout_id, chain=chain, production=str(production.version),
+        candidate=str(cand.version), spec=spec, step=0, status="running", decision="start",
+        started=now, step_started=now, mlflow_run_id=run.info.run_id,
+        reasons=[f"{spec.shares[0]}% of traffic to {chain}/{cand.version}, the rest to "
+                 f"production {chain}/{production.version}"])
+    _decision_run(client, exp_id, state, None)
+    client.set_model_version_tag(chain, str(cand.version), "llmops.rollout.id", rollout_id)
+    return write_state(settings.lakehouse, state, by=_who(user))
+
+
+def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
+                     only_if_new: bool = False) -> Evaluation:
+    """Judge the chain's running rollout on its evidence and carry out the decision.
+
+    ``only_if_new`` (the gateway's periodic check) skips judging when no request or rating
+    came in since the last row, so an idle rollout writes nothing.
+    """
+    from mlflow import MlflowClient
+
+    state = latest_for_chain(settings.lakehouse, chain)
+    if state is None:
+        raise RolloutError(f"'{chain}' has no rollout: start one with 'llmops rollout start "
+                           f"{chain} --candidate staging'")
+    if not state.running:
+        return Evaluation(state, None, False)
+    evidence = collect_evidence(settings.lakehouse, state)
+    if only_if_new and _unchanged(settings, state, evidence):
+        return Evaluation(state, None, False)
+    judgement = judge(state, evidence)
+    exp_id = connect(settings)
+    client = MlflowClient()
+    new = judgement.state
+    if judgement.decision == "promote":
+        promote(chain, "production", int(state.candidate), settings=settings, user=_who(user))
+        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
+                                     json.dumps(evidence_columns(judgement))[:4000])
+    elif judgement.decision == "rollback":
+        client.set_model_version_tag(chain, state.candidate, "llmops.rejected",
+                                     "rollout " + state.rollout_id + ": "
+                                     + "; ".join(judgement.reasons)[:3900])
+    if not new.running:
+        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", new.status)
+        client.set_terminated(state.mlflow_run_id, "FINISHED")
+    _decision_run(client, exp_id, new, judgement)
+    written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
+    return Evaluation(written, judgement, True)
+
+
+def abort_rollout(chain: str, settings: Settings, user: str | None = None,
+                  reason: str = "") -> RolloutState:
+    """End the chain's running rollout now; all traffic returns to production."""
+    from mlflow import MlflowClient
+
+    state = running_by_chain(settings.lakehouse).get(chain)
+    if state is None:
+        raise RolloutError(f"'{chain}' has no running rollout to abort")
+    new = state.moved(status="aborted", decision="abort",
+                      reasons=[f"aborted by {_who(user)}" + (f": {reason}" if reason else "")])
+    exp_id = connect(settings)
+    client = MlflowClient()
+    client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "aborted")
+    _decision_run(client, exp_id, new, None)
+    client.set_terminated(state.mlflow_run_id, "KILLED")
+    return write_state(settings.lakehouse, new, by=_who(user))
+
+
+def _unchanged(settings: Settings, state: RolloutState, evidence: dict[str, Any]) -> bool:
+    from llmops.lakehouse import read_table
+
+    rows = read_table(settings.lakehouse, "rollouts",
+                      columns=["rollout_id", "ts", "prod_requests", "prod_rated",
+                               "cand_requests", "cand_rated"], since=state.ts)
+    rows = rows[rows["rollout_id"] == state.rollout_id].sort_values("ts")
+    if len(rows) == 0:
+        return False
+    last = rows.iloc[-1]
+    seen = (last["prod_requests"], last["prod_rated"], last["cand_requests"], last["cand_rated"])
+    now = (evidence["production"].requests, evidence["production"].rated,
+           evidence["candidate"].requests, evidence["candidate"].rated)
+    return all(a == a and int(a) == b for a, b in zip(seen, now, strict=True))
+
+
+def _decision_run(client: Any, exp_id: str, state: RolloutState,
+                  judgement: Judgement | None) -> None:
+    """One decision as an MLflow run nested under the rollout's run."""
+    from mlflow.entities import Metric
+
+    run = client.create_run(exp_id, run_name=f"{state.decision} {state.rollout_id}", tags={
+        "mlflow.parentRunId": state.mlflow_run_id, "llmops.rollout.id": state.rollout_id,
+        "llmops.rollout.decision": state.decision, "llmops.rollout.status": state.status,
+        "llmops.rollout.share": str(state.share),
+        "llmops.rollout.reasons": json.dumps(state.reasons)[:4000]})
+    if judgement is not None:
+        stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
+        metrics = [Metric(k, float(v), stamp, 0)
+                   for k, v in evidence_columns(judgement).items() if v is not None]
+        client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id, "FINISHED")

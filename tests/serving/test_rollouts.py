@@ -1,0 +1,174 @@
+"""Rollouts through real ``llmops serve`` processes: routing, stickiness across gateways and
+restarts, judging by the gateway on user feedback, promotion and rollback, bad input.
+
+The users are simulated (the test rates answers by arm): what is under test is the loop
+from assignment to decision, not the model's quality.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmops.chains import log_chain, promote
+from llmops.errors import RolloutError
+from llmops.indexing import update_index
+from llmops.prompts import set_alias, sync_prompts
+from llmops.rollouts import RolloutSpec, abort_rollout, latest_for_chain, start_rollout
+from tests.conftest import run_cli
+from tests.serving.conftest import read_rows, wait_rows
+
+
+def _ask(h: httpx.Client, user: str) -> dict:
+    resp = h.post("/v1/chains/docs-qa/invoke", json={"question": "What is a rollout?",
+                                                       "user": user})
+    assert resp.status_code in (200, 503), resp.text
+    return {"status": resp.status_code, "rid": resp.headers["x-request-id"],
+            **(resp.json()["versions"] if resp.status_code == 200 else {})}
+
+
+def _until(what: str, check, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def _rollout_rows(settings) -> int:
+    return len(read_rows(settings.root, "rollouts"))
+
+
+@pytest.mark.slow
+def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settings,
+                                                           start_gateway) -> None:
+    from mlflow import MlflowClient
+
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    update_index(settings, progress=False, record=False)
+    chains = project / "chains"
+    v1 = log_chain(chains / "docs_qa.py", alias="staging", settings=settings).version
+    promote("docs-qa", "production", v1, settings=settings)
+    v2 = log_chain(chains / "docs_qa.py", alias="staging", settings=settings).version
+
+    # bad input: a clear error, nothing written
+    for chain, candidate, message in (("nope", "staging", "no @production version"),
+                                      ("docs-qa", "99", "docs-qa/99 does not exist"),
+                                      ("docs-qa", "canary", "docs-qa@canary does not exist"),
+                                      ("docs-qa", str(v1), "is what @production serves")):
+        with pytest.raises(RolloutError, match=message):
+            start_rollout(chain, candidate, settings)
+    assert _rollout_rows(settings) == 0
+    bad = run_cli("rollout", "start", "docs-qa", "--candidate", "staging", "--steps", "5,120",
+                  cwd=project)
+    assert bad.returncode == 1 and "at most 100" in bad.stderr and _rollout_rows(settings) == 0
+
+    # two gateways; A judges its rollouts every second, B only routes
+    a = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=1)
+    b = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=0)
+    ha, hb = (httpx.Client(base_url=g.url, timeout=120) for g in (a, b))
+    assert "rollout" not in _ask(ha, "warm-up")
+
+    spec = RolloutSpec(steps=[50, 100], min_rated=10, min_rated_per_step=10,
+                       guardrails=["error_rate"], min_requests=10, tuned_for=50)
+    started = start_rollout("docs-qa", "staging", settings, spec)
+    assert (started.production, started.candidate, started.share) == (str(v1), str(v2), 50)
+    with pytest.raises(RolloutError, match="already has a running rollout"):
+        start_rollout("docs-qa", "staging", settings, spec)
+    assert _rollout_rows(settings) == 1
+    # picked up by both running gateways within seconds, without a restart
+    for h in (ha, hb):
+        _until("the gateway routes by the rollout", lambda h=h: "rollout" in _ask(h, "probe"), 10)
+
+    users = [f"user-{i}" for i in range(30)]
+    on_a = {u: _ask(ha, u) for u in users}
+    arms = {u: v["arm"] for u, v in on_a.items()}
+    assert all(v["rollout"] == started.rollout_id for v in on_a.values())
+    assert all(v["chain"] == f"docs-qa/{v2 if arms[u] == 'candidate' else v1}"
+               for u, v in on_a.items())
+    # 50% of 30 users: binomial sd 2.7, so 6..24 is beyond 3 sd either way
+    assert 6 <= sum(a == "candidate" for a in arms.values()) <= 24
+    # another gateway process, and a restarted one, put every user on the same arm
+    assert {u: _ask(hb, u)["arm"] for u in users} == arms
+    b.stop()
+    b2 = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=0)
+    hb2 = httpx.Client(base_url=b2.url, timeout=120)
+    assert {u: _ask(hb2, u)["arm"] for u in users[:10]} == {u: arms[u] for u in users[:10]}
+
+    # simulated users like the candidate's answers and not production's
+    for u, v in on_a.items():
+        resp = ha.post("/v1/feedback", json={"request_id": v["rid"],
+                                             "rating": 1 if arms[u] == "candidate" else -1})
+        assert resp.status_code == 200
+    promoted = _until("gateway A promotes the candidate", lambda: (
+        s := latest_for_chain(settings.lakehouse, "docs-qa")) and not s.running and s, 60)
+    assert promoted.status == "promoted" and promoted.decision == "promote"
+    client = MlflowClient()
+    assert client.get_model_version_by_alias("docs-qa", "production").version == str(v2)
+    tags = client.get_model_version("docs-qa", str(v2)).tags
+    assert tags["llmops.rollout.status"] == "promoted" and "llmops.rollout.evidence" in tags
+    assert tags["llmops.promoted.production.from_version"] == str(v1)
+    rows = read_rows(project, "rollouts")
+    assert list(rows.sort_values("ts")["decision"])[-1] == "promote"
+    last = rows.sort_values("ts").iloc[-1]
+    assert last["cand_up"] == last["cand_rated"] >= 10 and last["prod_up"] == 0
+    assert last["diff_low"] > 0
+    runs = client.search_runs([promoted.mlflow_run_id and
+                               client.get_run(promoted.mlflow_run_id).info.experiment_id],
+                              f"tags.`llmops.rollout.id` = '{promoted.rollout_id}'")
+    assert {r.data.tags["llmops.rollout.decision"] for r in runs} >= {"start", "promote"}
+    analysis = ha.get("/v1/rollouts/docs-qa/analysis").json()
+    assert analysis["phase"] == "successful" and analysis["rollout_id"] == started.rollout_id
+    assert ha.get("/v1/rollouts/nope/analysis").status_code == 404
+    # the log ties every answer of the rollout to its arm
+    logged = wait_rows(project, "inference_log", 80)
+    mine = logged[logged["rollout_id"] == started.rollout_id]
+    assert set(mine["rollout_arm"]) == {"production", "candidate"}
+    # traffic is back on production (now v2) with no rollout
+    _until("the gateway stops routing", lambda: "rollout" not in _ask(ha, "user-0"), 10)
+
+    # a candidate that fails is rolled back on its error rate
+    update_index(settings, collection="scratch", progress=False, record=False)
+    broken = (chains / "docs_qa.py").read_text().replace('"collection": "docs"',
+                                                          '"collection": "scratch"')
+    (chains / "docs_qa_scratch.py").write_text(broken)
+    v3 = log_chain(chains / "docs_qa_scratch.py", name="docs-qa", alias="staging",
+                   settings=settings).version
+    import chromadb
+
+    chromadb.PersistentClient(path=str(settings.chroma.path)).delete_collection("scratch")
+    second = start_rollout("docs-qa", "staging", settings, spec)
+    _until("the gateway routes by the new rollout",
+           lambda: _ask(ha, "probe").get("rollout") == second.rollout_id, 10)
+    for u in users:
+        _ask(ha, u)
+    rolled = _until("gateway A rolls the candidate back", lambda: (
+        s := latest_for_chain(settings.lakehouse, "docs-qa")) and not s.running and s, 60)
+    assert rolled.status == "rolled_back" and "error rate" in rolled.reasons[0]
+    assert client.get_model_version_by_alias("docs-qa", "production").version == str(v2)
+    assert "error rate" in client.get_model_version("docs-qa", str(v3)).tags["llmops.rejected"]
+    assert ha.get("/v1/rollouts/docs-qa/analysis").json()["phase"] == "failed"
+
+    shown = run_cli("rollout", "status", "docs-qa", "--plot", str(project / "r.png"),
+                    cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert f"rollout {second.rollout_id}" in shown.stdout and "rolled_back" in shown.stdout
+    assert "candidate" in shown.stdout and "decisions:" in shown.stdout
+    assert (project / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the CLI aborts a running rollout; its reason is kept
+    third = start_rollout("docs-qa", str(v1), settings, spec)
+    out = run_cli("rollout", "abort", "docs-qa", "--reason", "release freeze", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert latest_for_chain(settings.lakehouse, "docs-qa").status == "aborted"
+    with pytest.raises(RolloutError, match="no running rollout"):
+        abort_rollout("docs-qa", settings)
+    out = run_cli("rollout", "status", "docs-qa", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert f"rollout {third.rollout_id}" in out.stdout and "release freeze" in out.stdout

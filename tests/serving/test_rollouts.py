@@ -110,7 +110,7 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
         s := latest_for_chain(settings.lakehouse, "docs-qa")) and not s.running and s, 60)
     assert promoted.status == "promoted" and promoted.decision == "promote"
     client = MlflowClient()
-    assert client.get_model_version_by_alias("docs-qa", "production").version == str(v2)
+    assert str(client.get_model_version_by_alias("docs-qa", "production").version) == str(v2)
     tags = client.get_model_version("docs-qa", str(v2)).tags
     assert tags["llmops.rollout.status"] == "promoted" and "llmops.rollout.evidence" in tags
     assert tags["llmops.promoted.production.from_version"] == str(v1)
@@ -151,7 +151,7 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     rolled = _until("gateway A rolls the candidate back", lambda: (
         s := latest_for_chain(settings.lakehouse, "docs-qa")) and not s.running and s, 60)
     assert rolled.status == "rolled_back" and "error rate" in rolled.reasons[0]
-    assert client.get_model_version_by_alias("docs-qa", "production").version == str(v2)
+    assert str(client.get_model_version_by_alias("docs-qa", "production").version) == str(v2)
     assert "error rate" in client.get_model_version("docs-qa", str(v3)).tags["llmops.rejected"]
     assert ha.get("/v1/rollouts/docs-qa/analysis").json()["phase"] == "failed"
 

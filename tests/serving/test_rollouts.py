@@ -142,7 +142,10 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
                    settings=settings).version
     import chromadb
 
-    chromadb.PersistentClient(path=str(settings.chroma.path)).delete_collection("scratch")
+    from chromadb.config import Settings as ChromaSettings
+
+    chromadb.PersistentClient(path=str(settings.chroma.path), settings=ChromaSettings(
+        anonymized_telemetry=False)).delete_collection("scratch")
     second = start_rollout("docs-qa", "staging", settings, spec)
     _until("the gateway routes by the new rollout",
            lambda: _ask(ha, "probe").get("rollout") == second.rollout_id, 10)

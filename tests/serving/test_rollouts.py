@@ -141,7 +141,6 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     v3 = log_chain(chains / "docs_qa_scratch.py", name="docs-qa", alias="staging",
                    settings=settings).version
     import chromadb
-
     from chromadb.config import Settings as ChromaSettings
 
     chromadb.PersistentClient(path=str(settings.chroma.path), settings=ChromaSettings(

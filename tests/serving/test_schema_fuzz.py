@@ -125,10 +125,11 @@ def test_gateway_survives_schema_fuzzing(start_gateway, project: Path) -> None:
         @given(case=strategy)
         def fuzz(case: Any) -> None:
             if admin:  # never with a key: 401 before the body is read
-                response = case.call_and_validate(base_url=gw.url, checks=CHECKS)
+                response = case.call_and_validate(base_url=gw.url, checks=CHECKS, timeout=60)
                 assert response.status_code == 401, response.text
             else:
-                response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS)
+                response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS,
+                                                  timeout=60)
             counts[op.label] = counts.get(op.label, 0) + 1
             rid = response.headers.get("X-Request-Id")
             if (rid and op.path.startswith(LOGGED)
@@ -149,7 +150,8 @@ def test_gateway_survives_schema_fuzzing(start_gateway, project: Path) -> None:
     feedback_op = schema["/v1/feedback"]["POST"]
     for rating in (1.0, -1.0):
         case = feedback_op.Case(body={"request_id": known_ids[0], "rating": rating})
-        response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS)
+        response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS,
+                                                  timeout=60)
         assert response.status_code == 400, response.text
     fuzzed = time.monotonic() - started
     assert acknowledged, "no fuzzed feedback reached the 200 path"

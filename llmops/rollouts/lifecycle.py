@@ -29,11 +29,11 @@ __all__ = ["Evaluation", "abort_rollout", "evaluate_rollout", "start_rollout"]
 
 @dataclass
 class Evaluation:
-    """What one evaluation decided (``judgement`` is None when nothing was new to judge)."""
+    """What one evaluation decided (``judgement`` is None, and nothing was written, when the
+    rollout had ended or nothing was new to judge)."""
 
     state: RolloutState
     judgement: Judgement | None
-    written: bool
 
 
 def _who(user: str | None) -> str:
@@ -114,10 +114,10 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
         raise RolloutError(f"'{chain}' has no rollout: start one with 'llmops rollout start "
                            f"{chain} --candidate staging'")
     if not state.running:
-        return Evaluation(state, None, False)
+        return Evaluation(state, None)
     evidence = collect_evidence(settings.lakehouse, state)
     if only_if_new and _unchanged(settings, state, evidence):
-        return Evaluation(state, None, False)
+        return Evaluation(state, None)
     judgement = judge(state, evidence)
     exp_id = connect(settings)
     client = MlflowClient()
@@ -135,7 +135,7 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
         client.set_terminated(state.mlflow_run_id, "FINISHED")
     _decision_run(client, exp_id, new, judgement)
     written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
-    return Evaluation(written, judgement, True)
+    return Evaluation(written, judgement)
 
 
 def abort_rollout(chain: str, settings: Settings, user: str | None = None,

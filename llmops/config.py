@@ -24,6 +24,7 @@ __all__ = [
     "EnvironmentConfig",
     "IndexConfig",
     "ProjectConfig",
+    "RaySettings",
     "Settings",
     "find_project_root",
     "load_settings",
@@ -101,12 +102,29 @@ class IndexConfig(BaseModel):
         description="'minilm' (the offline all-MiniLM-L6-v2), a sentence-transformers folder or id.",
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Chunks embedded and written per batch.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where chunks are embedded: 'local' (this process) or 'ray' (Ray "
+                             "actors, each with the embedder loaded once; a cluster when "
+                             "envs.<env>.ray.address or RAY_ADDRESS is set).")
     id_column: str = Field("id", description="Delta source: the document id column.")
     text_column: str = Field("text", description="Delta source: the document text column.")
     top_k: int = Field(3, ge=1, le=100, description="Chunks a chain retrieves per question.")
     search: Literal["dense", "hybrid"] = Field(
         "hybrid", description="How chains search: 'hybrid' fuses embedding neighbours with BM25 "
                               "(exact words: commands, flags, names); 'dense' uses embeddings only.")
+
+
+class RaySettings(BaseModel):
+    """Where batch work runs: a local Ray on this machine's cores, or a Ray cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None, description="A running cluster (ray://HOST:10001, HOST:6379 or 'auto'); unset: "
+                          "$RAY_ADDRESS, else a local Ray started for the job.")
+    num_cpus: int | None = Field(None, ge=1, description="Local Ray: CPUs (default: all).")
+    object_store_mb: int = Field(
+        512, ge=64, description="Local Ray: object store memory in MiB (small batches suffice).")
 
 
 class EnvironmentConfig(BaseModel):
@@ -126,6 +144,7 @@ class EnvironmentConfig(BaseModel):
     chat_model: ChatModelSettings | None = Field(
         None, description="Overrides the project's chat model in this environment."
     )
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class ProjectConfig(BaseModel):
@@ -161,6 +180,7 @@ class Settings(BaseModel):
     models_dir: Path
     chat_model: ChatModelSettings
     index: IndexConfig
+    ray: RaySettings = RaySettings()
 
     @property
     def state_dir(self) -> Path:
@@ -292,4 +312,5 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
         models_dir=_abs(root_path, project.models_dir, root_path / ".llmops" / "models"),
         chat_model=cfg.chat_model or project.chat_model,
         index=project.index,
+        ray=cfg.ray,
     )

@@ -24,6 +24,7 @@ and says what to do next. The tree::
     │   ├── FinetuneDataError    its training data is empty or malformed
     │   └── OutOfMemoryError     the accelerator ran out of memory while training
     ├── RolloutError             a rollout cannot start, be judged or end as asked
+    ├── BatchError               a batch job cannot run, or too many of its rows failed
     ├── BadReferenceError        a NAME / NAME@ALIAS / NAME/VERSION string is malformed
     └── NameTakenError           a prompt's name given to a model, or a model's to a prompt
 
@@ -34,6 +35,7 @@ any of these.
 from __future__ import annotations
 
 __all__ = [
+    "BatchError",
     "ChainError",
     "ChainFileError",
     "ChatModelError",
@@ -143,6 +145,10 @@ class OutOfMemoryError(FinetuneError):
 
 class RolloutError(LlmopsError):
     """A rollout cannot start, be judged or end as asked (unknown chain, bad steps, one running)."""
+
+
+class BatchError(LlmopsError):
+    """A batch job cannot run (bad input or output, no Ray) or too many of its rows failed."""
 
 
 class BadReferenceError(LlmopsError, ValueError):

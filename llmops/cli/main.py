@@ -53,7 +53,19 @@ def cli(ctx: click.Context, env: str | None) -> None:
 
 
 def _register() -> None:
-    from llmops.cli import chains, demo, feedback, index, models, monitor, prompts, rollout, serve, tables
+    from llmops.cli import (
+        batch,
+        chains,
+        demo,
+        feedback,
+        index,
+        models,
+        monitor,
+        prompts,
+        rollout,
+        serve,
+        tables,
+    )
     from llmops.cli import eval as eval_cli
     from llmops.cli import finetune as finetune_cli
 
@@ -69,6 +81,7 @@ def _register() -> None:
     cli.add_command(serve.serve)
     cli.add_command(tables.tables)
     cli.add_command(rollout.rollout)
+    cli.add_command(batch.batch)
 
 
 _register()

@@ -48,9 +48,38 @@ def connect(settings: Settings) -> str:
         # evaluation run writes traces from; past it, writes time out and results are lost.
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "32")
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "32")
+        if settings.tracking_uri.startswith("sqlite:"):
+            _patient_sqlite()
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
     return ensure_experiment(settings)
+
+
+_SQLITE_READY = False
+
+
+def _patient_sqlite() -> None:
+    """Every SQLite connection SQLAlchemy opens in this process waits for a lock (30 s)
+    instead of failing at once with "database is locked", in WAL mode (readers do not block
+    the writer). Many threads write an evaluation's traces to the embedded store at once;
+    without this, some writes failed and their rows were lost."""
+    global _SQLITE_READY
+    if _SQLITE_READY:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):  # type: ignore[no-untyped-def]
+        import sqlite3
+
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.close()
+
+    _SQLITE_READY = True
 
 
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:

@@ -51,6 +51,10 @@ class GateConfig(BaseModel):
     endpoint: str | None = Field(
         None, description="Serving endpoint (gateway URL): chains call it and the judge asks it.")
     judge: bool = Field(False, description="Add the LLM-as-judge scorer (needs an endpoint).")
+    traces: int | Literal["all"] = Field(
+        8, description="Rows per dataset traced with their assessments (plus every errored "
+                       "row); every row is scored and kept in the run's per-example table. "
+                       "'all' traces every row through mlflow.genai.evaluate (slower).")
 
 
 class MonitorConfig(BaseModel):

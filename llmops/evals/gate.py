@@ -35,6 +35,7 @@ class GateResult:
     reasons: list[str] = field(default_factory=list)
     candidate_report: EvalReport | None = None
     baseline_report: EvalReport | None = None
+    promoted: bool = False  # False on a pass with promote_on_pass=False
 
 
 def check_compliance(version: Any, config: GateConfig) -> list[str]:
@@ -110,7 +111,8 @@ def _evaluate(ref: str, config: GateConfig, kwargs: dict[str, Any]) -> EvalRepor
     data; only the datasets not evaluated yet are evaluated (one MLflow run)."""
     settings = kwargs["settings"]
     keys = {spec: (settings.registry_uri, ref, config.endpoint or "", config.judge,
-                   _dataset_key(spec, settings)) for spec in config.datasets}
+                   str(config.traces), _dataset_key(spec, settings))
+            for spec in config.datasets}
     todo = [spec for spec in config.datasets if keys[spec] not in _DONE]
     report = None
     if todo:
@@ -125,13 +127,19 @@ def _evaluate(ref: str, config: GateConfig, kwargs: dict[str, Any]) -> EvalRepor
         merged.run_id = merged.run_id or done.run_id
         if name in done.metrics:
             merged.metrics[name] = done.metrics[name]
+        if name in done.tables:
+            merged.tables[name] = done.tables[name]
         merged.rows[name] = done.rows.get(name, 0)
     return merged
 
 
 def run_gate(name: str, settings: Settings | None = None, config: GateConfig | None = None,
-             user: str | None = None) -> GateResult:
-    """Gate ``name@staging``; promote it to ``@production`` on a pass, tag it rejected on a fail."""
+             user: str | None = None, promote_on_pass: bool = True) -> GateResult:
+    """Gate ``name@staging``; promote it to ``@production`` on a pass, tag it rejected on a fail.
+
+    ``promote_on_pass=False`` leaves a passing candidate at ``@staging`` (tagged passed), for a
+    rollout on live traffic to decide (``llmops rollout start NAME --candidate staging``).
+    """
     from mlflow import MlflowClient
 
     from llmops.lakehouse import append_rows
@@ -155,13 +163,15 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
         result.reasons.append(f"version {candidate.version} is already @{config.baseline_alias}")
     if not result.reasons:
         kwargs: dict[str, Any] = {"settings": settings, "endpoint": config.endpoint,
-                                  "concurrency": config.concurrency, "judge": config.judge}
+                                  "concurrency": config.concurrency, "judge": config.judge,
+                                  "traces": config.traces}
         result.candidate_report = _evaluate(f"{name}/{candidate.version}", config, kwargs)
         if baseline is not None:
             result.baseline_report = _evaluate(f"{name}/{baseline.version}", config, kwargs)
         result.reasons = compare_reports(result.candidate_report, result.baseline_report,
                                          config)
     result.passed = not result.reasons
+    result.promoted = result.passed and promote_on_pass
 
     client = MlflowClient()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -169,6 +179,7 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
     tags = {"llmops.gate.status": outcome, "llmops.gate.at": stamp,
             "llmops.gate.baseline": result.baseline or "none",
             "llmops.gate.reasons": json.dumps(result.reasons)[:4000],
+            "llmops.gate.promoted": "true" if result.promoted else "false",
             "llmops.gate.eval_run": result.candidate_report.run_id
             if result.candidate_report else ""}
     if not result.passed:
@@ -180,6 +191,6 @@ def run_gate(name: str, settings: Settings | None = None, config: GateConfig | N
         "ts": datetime.now(timezone.utc), "model_uri": f"models:/{name}/{candidate.version}",
         "dataset": "gate",
         "metric": "gate_passed", "value": 1.0 if result.passed else 0.0}])
-    if result.passed:
+    if result.promoted:
         promote(name, config.baseline_alias, int(candidate.version), settings=settings, user=user)
     return result

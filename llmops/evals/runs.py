@@ -21,7 +21,12 @@ from llmops.evals.scorers import default_scorers, judge_scorer, scorers_for
 from llmops.registry import model_version
 from llmops.stores import connect
 
-__all__ = ["EvalReport", "evaluate_chain"]
+__all__ = ["DEFAULT_TRACES", "EvalReport", "evaluate_chain"]
+
+# rows of each dataset traced with their assessments on the fast path (plus every errored row)
+DEFAULT_TRACES = 8
+# the per-example tables' folder in each dataset's run
+EXAMPLES_DIR = "examples"
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ class EvalReport:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # dataset -> where its per-example table is in MLflow (the fast path's)
+    tables: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -153,6 +160,125 @@ class _Predictions:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _harness(model: Any, dataset: EvalDataset, scorers: list[Any], concurrency: int,
+             model_uri: str) -> dict[str, float]:
+    """Every row through ``mlflow.genai.evaluate``: a trace per row, in the active run."""
+    import mlflow
+
+    answers = _Predictions(model, [r["question"] for r in dataset.rows], concurrency)
+    # the harness prints a banner per run to stdout; llmops prints its own summary
+    with _harness_settings(concurrency), _no_framework_autolog(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        try:
+            result = mlflow.genai.evaluate(data=dataset.records(),
+                                           scorers=scorers_for(scorers, dataset.rows),
+                                           predict_fn=answers.predict_fn())
+        except Exception as exc:  # noqa: BLE001 - the harness wraps the chain's errors
+            raise _failed(model_uri, dataset.name, exc) from exc
+        finally:
+            answers.close()
+    return _means(result.metrics)
+
+
+def _failed(model_uri: str, dataset: str, exc: BaseException) -> EvaluationError:
+    return EvaluationError(
+        f"evaluating {model_uri} on '{dataset}' failed: "
+        f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def _answer_all(model: Any, questions: list[str], concurrency: int) -> list[dict[str, Any]]:
+    """Every question's answer, ``concurrency`` at a time; a failed row keeps its error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(question: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            answer = model.predict([{"question": question}])[0]
+        except Exception as exc:  # noqa: BLE001 - the row's error, scored and traced as such
+            return {"answer": "", "sources": [], "latency_ms": (time.perf_counter() - start) * 1000,
+                    "error": f"{exc.__class__.__name__}: {str(exc)[:500]}"}
+        return {"answer": answer.get("answer", ""), "sources": list(answer.get("sources", [])),
+                "latency_ms": (time.perf_counter() - start) * 1000, "error": None}
+
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="llmops-eval") as pool:
+        return list(pool.map(one, questions))
+
+
+def _value(result: Any) -> float | None:
+    value = getattr(result, "value", result)
+    return None if value is None else float(value)
+
+
+def _fast(model: Any, dataset: EvalDataset, scorers: list[Any], concurrency: int, traces: int,
+          model_uri: str) -> tuple[dict[str, float], Any, int]:
+    """Predict and score every row outside the harness; log the per-example table; trace a
+    sample. Returns the metric means, the table and how many traces were promised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+    import pandas as pd
+
+    records = dataset.records()
+    answers = _answer_all(model, [r["inputs"]["question"] for r in records], concurrency)
+    used = scorers_for(scorers, dataset.rows)
+
+    def score(pair: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, float | None]:
+        record, outputs = pair
+        if outputs["error"]:  # no answer: nothing to score but the error
+            return {s.name: None for s in used}
+        return {s.name: _value(s.run(inputs=record["inputs"], outputs=outputs,
+                                     expectations=record["expectations"])) for s in used}
+
+    # the scorers are quick local functions, except the judge, which asks the endpoint
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        scores = list(pool.map(score, zip(records, answers, strict=True)))
+    table = pd.DataFrame({
+        "example_id": [str(row.get("id") or i) for i, row in enumerate(dataset.rows)],
+        "question": [r["inputs"]["question"] for r in records],
+        "expected": [r["expectations"].get("expected_response") for r in records],
+        "answer": [a["answer"] for a in answers],
+        "sources": [", ".join(a["sources"]) for a in answers],
+        "error": [a["error"] for a in answers],
+        **{s.name: [row[s.name] for row in scores] for s in used}})
+    means = {s.name: float(table[s.name].dropna().mean()) for s in used
+             if table[s.name].notna().any()}
+    mlflow.log_table(table, artifact_file=f"{EXAMPLES_DIR}/{dataset.name}.json")
+    errored = [i for i, a in enumerate(answers) if a["error"]]
+    sample = sorted(set(range(min(traces, len(records)))) | set(errored))
+    if sample:
+        data = [{**records[i], "outputs": {**answers[i]}} for i in sample]
+        with _harness_settings(concurrency), _no_framework_autolog(), \
+                contextlib.redirect_stdout(io.StringIO()):
+            try:
+                mlflow.genai.evaluate(data=data, scorers=used)
+            except Exception as exc:  # noqa: BLE001 - reported as the evaluation's failure
+                raise _failed(model_uri, dataset.name, exc) from exc
+    return means, table, len(sample)
+
+
+def _check_traces(run_id: str, promised: int, model_uri: str, dataset: str) -> None:
+    """Fail loudly when the store lacks a trace the evaluation promised (a lost write)."""
+    import mlflow
+
+    if not promised:
+        return
+    found = mlflow.search_traces(run_id=run_id, return_type="list", max_results=promised + 1)
+    if len(found) < promised:
+        raise EvaluationError(
+            f"evaluating {model_uri} on '{dataset}': {promised - len(found)} of {promised} "
+            f"traces are missing from the tracking store (run {run_id}); the store lost "
+            "writes, so the evaluation is not complete: run it again")
+
+
+def _long(table: Any) -> list[tuple[str, str, float]]:
+    """The per-example table's scores as (example, metric, value) rows."""
+    metrics = [c for c in table.columns
+               if c not in ("example_id", "question", "expected", "answer", "sources", "error")]
+    return [(str(row["example_id"]), metric, float(row[metric]))
+            for row in table.to_dict("records") for metric in metrics
+            if row[metric] is not None and row[metric] == row[metric]]
+
+
 def _means(metrics: dict[str, Any]) -> dict[str, float]:
     return {key.removesuffix("/mean"): float(value) for key, value in metrics.items()
             if key.endswith("/mean") and value == value}
@@ -168,6 +294,7 @@ def evaluate_chain(
     judge_model: str = "base",
     api_key_env: str = "LLMOPS_API_KEY",
     record: bool = True,
+    traces: int | str = DEFAULT_TRACES,
 ) -> EvalReport:
     """Evaluate the registered chain ``ref`` on each dataset; one MLflow run, nested per dataset.
 
@@ -176,6 +303,14 @@ def evaluate_chain(
     ``judge`` adds the LLM-as-judge scorer, which asks ``endpoint``. Every dataset
     is read and checked before anything is predicted or logged. The metric means go
     to the run and, with ``record``, to the ``eval_results`` table.
+
+    ``traces`` (a count, the default a few) is the fast path: every answer is predicted and
+    scored outside the harness, the per-example table (answers, sources, errors and each
+    metric) is logged as one MLflow table per dataset and written to ``eval_results``, and
+    only a sample of rows (the first ``traces`` and every row that errored) is traced with
+    its assessments. ``traces="all"`` runs every row through ``mlflow.genai.evaluate``.
+    Either way the run is checked afterwards: a trace it promised that is not in the store
+    fails the evaluation.
     """
     import mlflow
 
@@ -183,6 +318,10 @@ def evaluate_chain(
     from llmops.lakehouse import append_rows
 
     settings = settings or load_settings()
+    if traces != "all" and (not isinstance(traces, int) or isinstance(traces, bool)
+                            or traces < 0):
+        raise EvaluationError(f"traces must be a count of rows (0 or more) or 'all', not "
+                              f"{traces!r}")
     if judge and not endpoint:
         raise EvaluationError("the LLM-as-judge scorer asks the serving endpoint: pass --endpoint")
     loaded: list[EvalDataset] = [load_eval_dataset(spec, settings)
@@ -200,6 +339,7 @@ def evaluate_chain(
     report = EvalReport(run_id="", model_uri=model_uri, name=version.name,
                         version=str(version.version))
     start = time.perf_counter()
+    examples: dict[str, Any] = {}
     connect(settings)
     with mlflow.start_run(run_name=f"eval-{version.name}-v{version.version}") as run:
         report.run_id = run.info.run_id
@@ -210,22 +350,17 @@ def evaluate_chain(
             if not dataset.rows:
                 log.warning("dataset %s has no rows; skipped", dataset.name)
                 continue
-            # the harness prints a banner per run to stdout; llmops prints its own summary
-            answers = _Predictions(model, [r["question"] for r in dataset.rows], concurrency)
-            with mlflow.start_run(run_name=dataset.name, nested=True), _harness_settings(concurrency), \
-                    _no_framework_autolog(), contextlib.redirect_stdout(io.StringIO()):
-                try:
-                    result = mlflow.genai.evaluate(data=dataset.records(),
-                                                   scorers=scorers_for(scorers, dataset.rows),
-                                                   predict_fn=answers.predict_fn())
-                except Exception as exc:  # noqa: BLE001 - the harness wraps the chain's errors
-                    raise EvaluationError(
-                        f"evaluating {model_uri} on '{dataset.name}' failed: "
-                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    ) from exc
-                finally:
-                    answers.close()
-            means = _means(result.metrics)
+            with mlflow.start_run(run_name=dataset.name, nested=True) as nested:
+                if traces == "all":
+                    means = _harness(model, dataset, scorers, concurrency, model_uri)
+                    promised = len(dataset.rows)
+                else:
+                    means, table, promised = _fast(model, dataset, scorers, concurrency, traces,
+                                                   model_uri)
+                    examples[dataset.name] = table
+                    report.tables[dataset.name] = (f"{nested.info.artifact_uri}/"
+                                                   f"{EXAMPLES_DIR}/{dataset.name}.json")
+            _check_traces(nested.info.run_id, promised, model_uri, dataset.name)
             report.metrics[dataset.name] = means
             mlflow.log_metrics({f"{dataset.name}.{k}": v for k, v in means.items()})
         report.seconds = time.perf_counter() - start
@@ -234,6 +369,10 @@ def evaluate_chain(
         rows = [{"run_id": report.run_id, "ts": now, "model_uri": model_uri, "dataset": name,
                  "metric": metric, "value": value}
                 for name, values in report.metrics.items() for metric, value in values.items()]
+        rows += [{"run_id": report.run_id, "ts": now, "model_uri": model_uri, "dataset": name,
+                  "metric": metric, "value": value, "example_id": example}
+                 for name, table in examples.items()
+                 for example, metric, value in _long(table)]
         append_rows(settings.lakehouse, "eval_results", rows,
                     commit_metadata={"llmops.eval_run": report.run_id or uuid.uuid4().hex})
     return report

@@ -35,6 +35,8 @@ TABLES: dict[str, dict[str, str]] = {
     "eval_results": {
         "run_id": "string", "ts": "timestamp", "model_uri": "string", "dataset": "string",
         "metric": "string", "value": "float64",
+        # the example a row scores (its id in the dataset); null on the run's mean rows
+        "example_id": "string",
     },
     "monitoring": {
         "run_id": "string", "ts": "timestamp", "window_start": "timestamp",

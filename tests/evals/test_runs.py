@@ -60,8 +60,13 @@ def test_eval_run_scores_logs_and_records(staged, project: Path) -> None:
     mine = table[table["run_id"] == report.run_id]
     assert set(mine["dataset"]) == {"answers", "golden"}
     assert set(mine["model_uri"]) == {"models:/docs-qa/1"}
-    f1 = mine[(mine["dataset"] == "answers") & (mine["metric"] == "token_f1")]["value"]
+    means = mine[mine["example_id"].isna()]
+    f1 = means[(means["dataset"] == "answers") & (means["metric"] == "token_f1")]["value"]
     assert list(f1) == [pytest.approx(1.0)]
+    # and each example's score: the four answers, each repeated exactly
+    per_example = mine[(mine["dataset"] == "answers") & (mine["metric"] == "token_f1")
+                       & mine["example_id"].notna()]
+    assert len(per_example) == 4 and (per_example["value"] == 1.0).all()
 
 
 def test_bad_datasets_fail_before_anything_is_logged(staged, project: Path) -> None:

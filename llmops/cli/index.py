@@ -22,16 +22,18 @@ def index() -> None:
 @click.option("--collection", default=None, help="Chroma collection (default: index.collection).")
 @click.option("--full", is_flag=True, help="Re-embed every chunk.")
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Embed here or on Ray actors (default: index.engine, 'local').")
 @env_option
 @click.pass_context
 def update(ctx: click.Context, source: Path | None, collection: str | None, full: bool,
-           dry_run: bool) -> None:
+           dry_run: bool, engine: str | None) -> None:
     """Sync the collection with the source: embed new chunks, delete stale ones."""
     from llmops.indexing import update_index
 
     report = update_index(
         settings_from(ctx), source=source, collection=collection, full=full, dry_run=dry_run,
-        echo=lambda line: click.echo(line, err=True),
+        echo=lambda line: click.echo(line, err=True), engine=engine,
     )
     click.echo(report.summary())
     if not dry_run:

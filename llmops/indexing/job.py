@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings, load_settings
+from llmops.errors import IndexingError
 from llmops.faults import fault_point
 from llmops.indexing.chunking import Chunk, split_documents
 from llmops.indexing.embedding import Embedder, load_embedder
@@ -150,6 +151,7 @@ def update_index(
     embedder: Embedder | None = None,
     record: bool = True,
     echo: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> IndexReport:
     """Bring the collection in line with the source; see the module docstring.
 
@@ -159,9 +161,13 @@ def update_index(
         full: re-embed every chunk (still no downtime: upserts, then deletes).
         dry_run: report what would change; embed and write nothing.
         record: log an MLflow run and an ``index_runs`` row (not for dry runs).
+        engine: ``local`` or ``ray`` (default ``index.engine``): where chunks are embedded.
     """
     settings = settings or load_settings()
     cfg = settings.index
+    engine = engine or cfg.engine
+    if engine not in ("local", "ray"):
+        raise IndexingError(f"unknown engine '{engine}': 'local' or 'ray'")
     start = time.perf_counter()
     src_path = Path(source) if source else settings.root / cfg.source
     if not src_path.is_absolute():
@@ -197,12 +203,38 @@ def update_index(
         report.seconds = time.perf_counter() - start
         return report
 
-    embedder = embedder or load_embedder(cfg.embedder, cfg.batch_size)
     if plan.to_add or plan.to_delete:
         write_version(coll, None)  # in flux: readers compute the version from the chunk ids
     bar = _progress(len(plan.to_add), progress)
+    if engine == "ray":
+        from llmops.indexing.distributed import embed_on_ray
+        from llmops.indexing.store import open_client
+
+        try:
+            report.embedded = embed_on_ray(settings, plan.to_add, coll,
+                                           open_client(settings).get_max_batch_size(), bar.update)
+        finally:
+            bar.close()
+        embedder_name = f"{cfg.embedder} (ray)"
+    else:
+        embedder = embedder or load_embedder(cfg.embedder, cfg.batch_size)
+        embedder_name = embedder.name
+        _embed_here(plan, coll, embedder, cfg.batch_size, bar, report)
+    for i in range(0, len(plan.to_delete), 1000):
+        coll.delete(ids=plan.to_delete[i : i + 1000])
+        fault_point("delete")
+    write_version(coll, version)
+    report.seconds = time.perf_counter() - start
+    if record:
+        report.run_id = _record(settings, report, embedder_name, src.name, full)
+    return report
+
+
+def _embed_here(plan: IndexPlan, coll: Any, embedder: Embedder, batch_size: int, bar: Any,
+                report: IndexReport) -> None:
+    """Embed in this process (batch i+1 while batch i is written) and upsert."""
     try:
-        for batch, vectors in _embedded(_batches(plan.to_add, cfg.batch_size), embedder):
+        for batch, vectors in _embedded(_batches(plan.to_add, batch_size), embedder):
             coll.upsert(
                 ids=[c.id for c in batch],
                 embeddings=vectors,
@@ -214,18 +246,10 @@ def update_index(
             fault_point("upsert")
     finally:
         bar.close()
-    for i in range(0, len(plan.to_delete), 1000):
-        coll.delete(ids=plan.to_delete[i : i + 1000])
-        fault_point("delete")
-    write_version(coll, version)
-    report.seconds = time.perf_counter() - start
-    if record:
-        report.run_id = _record(settings, report, embedder, src.name, full)
-    return report
 
 
 def _record(
-    settings: Settings, report: IndexReport, embedder: Embedder, source_name: str, full: bool
+    settings: Settings, report: IndexReport, embedder: str, source_name: str, full: bool
 ) -> str:
     """An MLflow run and an ``index_runs`` row for this run."""
     import mlflow
@@ -241,7 +265,7 @@ def _record(
         mlflow.log_params({
             "source": source_name, "collection": report.collection,
             "splitter": f"{cfg.splitter}(chunk_size={cfg.chunk_size}, overlap={cfg.chunk_overlap})",
-            "embedder": embedder.name, "full": full,
+            "embedder": embedder, "full": full,
         })
         mlflow.log_metrics({
             "added": report.added, "updated": report.updated, "deleted": report.deleted,

@@ -125,6 +125,9 @@ class RaySettings(BaseModel):
     num_cpus: int | None = Field(None, ge=1, description="Local Ray: CPUs (default: all).")
     object_store_mb: int = Field(
         512, ge=64, description="Local Ray: object store memory in MiB (small batches suffice).")
+    actors: int | None = Field(
+        None, ge=1, description="Actors a batch job runs (each with its model loaded once); "
+                                "default: half the cluster's CPUs, at most 8.")
 
 
 class EnvironmentConfig(BaseModel):

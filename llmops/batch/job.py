@@ -193,7 +193,7 @@ def run_batch(
         ds = ds.repartition(target_num_rows_per_block=batch_size)
         total = ds.count()
         result.skipped = len(done)
-        result.actors = actors or max(1, min(8, int(info.cpus // 2) or 1))
+        result.actors = actors or settings.ray.actors or max(1, min(8, int(info.cpus // 2) or 1))
         remote: dict[str, Any] = {"num_cpus": cpus_per_actor}
         if gpus_per_actor:
             remote["num_gpus"] = gpus_per_actor
@@ -295,8 +295,10 @@ def _log_run(result: BatchResult, settings: Settings, source: Any, worker: type[
 
     from llmops.stores import connect
 
-    connect(settings)
-    with mlflow.start_run(run_name=f"batch {result.job}") as run:
+    nested = mlflow.active_run() is not None  # e.g. an evaluation's predictions
+    if not nested:
+        connect(settings)
+    with mlflow.start_run(run_name=f"batch {result.job}", nested=nested) as run:
         mlflow.set_tags({"llmops.kind": "batch", "llmops.batch.job": result.job})
         mlflow.log_params({"input": describe_input(source)[:500], "worker": worker.__name__,
                            "output": str(result.output or "frame"),

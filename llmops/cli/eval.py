@@ -52,17 +52,19 @@ def _table(metrics: dict[str, dict[str, float]]) -> str:
               help="Predictions at once.")
 @click.option("--judge/--no-judge", default=False, help="Add the LLM-as-judge scorer.")
 @click.option("--traces", callback=_traces, default=None, metavar="N|all", help=_TRACES_HELP)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Predict in this process or on Ray actors (the batch path).")
 @env_option
 @click.pass_context
 def run(ctx: click.Context, ref: str, datasets: tuple[str, ...], endpoint: str | None,
-        concurrency: int, judge: bool, traces: int | str | None) -> None:
+        concurrency: int, judge: bool, traces: int | str | None, engine: str) -> None:
     """Evaluate a registered chain; results go to MLflow and the eval_results table."""
     from llmops.evals import evaluate_chain
     from llmops.evals.runs import DEFAULT_TRACES
 
     report = evaluate_chain(ref, list(datasets) or None, settings_from(ctx), endpoint=endpoint,
                             concurrency=concurrency, judge=judge,
-                            traces=DEFAULT_TRACES if traces is None else traces)
+                            traces=DEFAULT_TRACES if traces is None else traces, engine=engine)
     click.echo(_table(report.metrics))
     for name, uri in report.tables.items():
         click.echo(f"per-example table of {name}: {uri}")

@@ -209,8 +209,32 @@ def _value(result: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _on_ray(settings: Settings, version: Any, endpoint: str | None, api_key_env: str,
+            concurrency: int) -> Any:
+    """A predict function that answers every question on the batch path's Ray actors."""
+
+    def predict(questions: list[str]) -> list[dict[str, Any]]:
+        import json
+
+        import pandas as pd
+
+        from llmops.chains.batch import batch_run
+
+        frame = pd.DataFrame({"id": [str(i) for i in range(len(questions))],
+                              "question": questions})
+        done = batch_run(f"{version.name}/{version.version}", frame, settings,
+                         endpoint=endpoint, concurrency=concurrency, progress=False,
+                         log=False, max_error_share=1.0, api_key_env=api_key_env).frame
+        done = done.set_index("id").loc[frame["id"]]
+        return [{"answer": row["answer"] or "", "sources": json.loads(row["sources"] or "[]"),
+                 "latency_ms": float(row["latency_ms"] or 0.0), "error": row["error"]}
+                for row in done.to_dict("records")]
+
+    return predict
+
+
 def _fast(model: Any, dataset: EvalDataset, scorers: list[Any], concurrency: int, traces: int,
-          model_uri: str) -> tuple[dict[str, float], Any, int]:
+          model_uri: str, predict: Any = None) -> tuple[dict[str, float], Any, int]:
     """Predict and score every row outside the harness; log the per-example table; trace a
     sample. Returns the metric means, the table and how many traces were promised."""
     from concurrent.futures import ThreadPoolExecutor
@@ -219,7 +243,9 @@ def _fast(model: Any, dataset: EvalDataset, scorers: list[Any], concurrency: int
     import pandas as pd
 
     records = dataset.records()
-    answers = _answer_all(model, [r["inputs"]["question"] for r in records], concurrency)
+    questions = [r["inputs"]["question"] for r in records]
+    answers = (predict(questions) if predict is not None
+               else _answer_all(model, questions, concurrency))
     used = scorers_for(scorers, dataset.rows)
 
     def score(pair: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, float | None]:
@@ -295,6 +321,7 @@ def evaluate_chain(
     api_key_env: str = "LLMOPS_API_KEY",
     record: bool = True,
     traces: int | str = DEFAULT_TRACES,
+    engine: str = "local",
 ) -> EvalReport:
     """Evaluate the registered chain ``ref`` on each dataset; one MLflow run, nested per dataset.
 
@@ -310,7 +337,9 @@ def evaluate_chain(
     only a sample of rows (the first ``traces`` and every row that errored) is traced with
     its assessments. ``traces="all"`` runs every row through ``mlflow.genai.evaluate``.
     Either way the run is checked afterwards: a trace it promised that is not in the store
-    fails the evaluation.
+    fails the evaluation. ``engine="ray"`` predicts on the batch path's Ray actors (each
+    with the chain loaded once; ``concurrency`` requests in flight per actor) instead of
+    threads in this process (fast path only).
     """
     import mlflow
 
@@ -318,6 +347,11 @@ def evaluate_chain(
     from llmops.lakehouse import append_rows
 
     settings = settings or load_settings()
+    if engine not in ("local", "ray"):
+        raise EvaluationError(f"unknown engine '{engine}': 'local' or 'ray'")
+    if engine == "ray" and traces == "all":
+        raise EvaluationError("--traces all runs every row through MLflow's harness in this "
+                              "process: use a count of traces with --engine ray")
     if traces != "all" and (not isinstance(traces, int) or isinstance(traces, bool)
                             or traces < 0):
         raise EvaluationError(f"traces must be a count of rows (0 or more) or 'all', not "
@@ -355,8 +389,10 @@ def evaluate_chain(
                     means = _harness(model, dataset, scorers, concurrency, model_uri)
                     promised = len(dataset.rows)
                 else:
+                    predict = (_on_ray(settings, version, endpoint, api_key_env, concurrency)
+                               if engine == "ray" else None)
                     means, table, promised = _fast(model, dataset, scorers, concurrency, traces,
-                                                   model_uri)
+                                                   model_uri, predict)
                     examples[dataset.name] = table
                     report.tables[dataset.name] = (f"{nested.info.artifact_uri}/"
                                                    f"{EXAMPLES_DIR}/{dataset.name}.json")

@@ -100,3 +100,16 @@ def test_the_gate_decides_the_same_on_both_paths(staged, project) -> None:  # no
     for a, b in zip(decisions["all"][2:], decisions[8][2:], strict=True):
         assert {k: v for k, v in a["golden"].items() if k != "latency_ms"} == pytest.approx(
             {k: v for k, v in b["golden"].items() if k != "latency_ms"})
+
+
+@pytest.mark.slow
+def test_predictions_on_ray_score_as_predictions_in_process(staged, project) -> None:  # noqa: F811
+    data = _golden(project / "golden.jsonl", 8)
+    here = evaluate_chain("docs-qa@staging", [data], staged, concurrency=2, traces=1)
+    on_ray = evaluate_chain("docs-qa@staging", [data], staged, concurrency=2, traces=1,
+                            engine="ray")
+    for metric, value in here.metrics["golden"].items():
+        if metric != "latency_ms":
+            assert on_ray.metrics["golden"][metric] == pytest.approx(value), metric
+    table = mlflow.load_table("examples/golden.json", run_ids=[_nested(on_ray.run_id)["golden"]])
+    assert len(table) == 8 and table["error"].isna().all() and (table["answer"] != "").all()

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from llmops.errors import ConfigError, MissingExtraError
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "as_langchain_embeddings", "load_embedder"]
+__all__ = ["Embedder", "QueryBatcher", "SentenceTransformerEmbedder", "as_langchain_embeddings",
+           "load_embedder"]
 
 
 class Embedder(Protocol):
@@ -64,6 +65,55 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return vectors.tolist()
+
+
+class QueryBatcher:
+    """Embeds the queries of concurrent callers together: one model call for all the queries
+    that arrived while the previous call ran (an evaluation asks many questions at once).
+
+    No timer: an idle caller is embedded at once, alone; while a call runs, new queries
+    queue, and the first of them to find the model free embeds the whole queue (at most
+    ``max_batch``). A failure reaches every caller of that batch.
+    """
+
+    def __init__(self, embedder: Embedder, max_batch: int = 64) -> None:
+        self.embedder, self.max_batch = embedder, max_batch
+        self._cond = threading.Condition()
+        self._queue: list[dict[str, Any]] = []
+        self._busy = False
+        self.calls = 0  # model calls made (fewer than queries when they came together)
+
+    def embed_one(self, text: str) -> list[float]:
+        slot: dict[str, Any] = {"text": text}
+        with self._cond:
+            self._queue.append(slot)
+            while "vector" not in slot and "error" not in slot:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["vector"]
+
+    def _run(self, batch: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        try:
+            vectors = self.embedder.embed([s["text"] for s in batch])
+        except BaseException as exc:  # noqa: BLE001 - each caller of the batch gets it
+            for s in batch:
+                s["error"] = exc
+            return
+        for s, vector in zip(batch, vectors, strict=True):
+            s["vector"] = vector
 
 
 def load_embedder(name: str, batch_size: int = 64) -> Embedder:

@@ -70,7 +70,10 @@ class IndexRetriever(BaseRetriever):
                 # 'llmops index update' run next to a serving gateway): the retriever
                 # opens the store afresh at first, and again whenever the version changes.
                 self._client = self._new_client(fresh=True)
-                self._embedder = load_embedder(self.embedder)
+                from llmops.indexing.embedding import QueryBatcher
+
+                # concurrent questions (chain.batch, an evaluation) share one model call
+                self._embedder = QueryBatcher(load_embedder(self.embedder))
             coll = self._collection()
             if not self.chroma.host:
                 stamp = recorded_version(coll) or ""
@@ -123,7 +126,7 @@ class IndexRetriever(BaseRetriever):
         version = self.current_version(coll)
         n = self.k if self.search == "dense" else max(self.k, self.candidates)
         result = coll.query(
-            query_embeddings=embedder.embed([query]), n_results=n,
+            query_embeddings=[embedder.embed_one(query)], n_results=n,
             include=["documents", "metadatas", "distances"],
         )
         found: dict[str, Document] = {}

@@ -4,7 +4,8 @@ The one slow test that runs the real model through the whole loop, so it is
 where the loop's quality claims are checked against what the demo stored:
 retrieval helps, the gate rejects the closed-book candidate, fine-tuning on
 corrections helps on held-out paraphrases, the served adapter answers
-differently from the base, and the printed figures are the stored ones.
+differently from the base, the users' canary promotes the adapter's chain on their
+ratings (through the gateway's own judging), and the printed figures are the stored ones.
 """
 
 from __future__ import annotations
@@ -25,22 +26,25 @@ def _golden() -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # ~14 min inside the suite on 2 cores; more when the machine is busy
+@pytest.mark.timeout(3000)  # ~22 min inside the suite on 2 cores; more when the machine is busy
 def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
                                              models_dir: Path) -> None:
     for folder in ("serving", "evals", "finetune"):
         shutil.copytree(REPO / folder, project / folder)
     app = (REPO / "llmops.yaml").read_text()
     (project / "llmops.yaml").write_text(app + f"models_dir: {models_dir}\n")
-    out = run_cli("demo", cwd=project, timeout=1800)
+    out = run_cli("demo", cwd=project, timeout=2700)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout
-    for step in range(1, 11):
-        assert re.search(rf"^\[{step}/10\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
+    for step in range(1, 12):
+        assert re.search(rf"^\[{step}/11\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
     assert f"base model: smollm2 ({smollm2_dir})" in text
     # written for a person: no library log lines, warnings or loading bars
     for noise in (" INFO ", "WARNING", "Warning:", "Loading weights", "it/s]"):
         assert noise not in text and noise not in out.stderr, noise
+    # the gates' evaluations take the fast path: each dataset's per-example table is in MLflow
+    tables = re.findall(r"per-example table \(golden\): (\S+)", text)
+    assert tables and all(Path(t.removeprefix("file://")).is_file() for t in tables)
     assert "mlflow ui --backend-store-uri sqlite:///" in text and "llmops --env dev serve" in text
     assert text.rstrip().endswith("demo finished")
 
@@ -58,7 +62,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
 
     def golden(model_uri: str, metric: str) -> float:
         rows = results[(results["model_uri"] == model_uri) & (results["dataset"] == "golden")
-                       & (results["metric"] == metric)]
+                       & (results["metric"] == metric) & results["example_id"].isna()]
         return float(rows["value"].iloc[-1])
 
     # retrieval measurably helps: the closed-book candidate scores lower and the gate rejects it
@@ -80,9 +84,11 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
 
     # simulated users: thumbs up exactly when the answer holds the reference fact
     log = read_table(lake, "inference_log")
-    chain_rows = log[log["endpoint"] == "/v1/chains/docs-qa/invoke"]
+    chain_rows = log[(log["endpoint"] == "/v1/chains/docs-qa/invoke")
+                     & log["end_user"].str.startswith("demo-user-", na=False)]
     assert len(chain_rows) == 12
-    feedback = read_table(lake, "feedback").merge(chain_rows, on="request_id")
+    all_feedback = read_table(lake, "feedback")
+    feedback = all_feedback[all_feedback["source"] == "demo"].merge(chain_rows, on="request_id")
     assert len(feedback) == 12
     by_question = _golden()
     for _, row in feedback.iterrows():
@@ -116,13 +122,46 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert set(replies) == {"base", "docs-qa-lora-v1"}
     assert replies["base"] != replies["docs-qa-lora-v1"]
 
-    # the adapter's chain was gated: what was printed is what was stored
+    # the adapter's chain passed the gate and stayed @staging for the canary
     assert client.get_model_version("docs-qa", "4").tags["llmops.adapter"] == "docs-qa-lora/1"
-    printed = re.search(r"^\[10/10\] gate: docs-qa/4 .* vs production 3: (passed|rejected)",
+    printed = re.search(r"^\[10/11\] gate: docs-qa/4 .* vs production 3: (passed|rejected)",
                         text, re.M)
-    assert printed and status["4"] == printed.group(1)
+    assert printed and status["4"] == printed.group(1) == "passed"
+    assert client.get_model_version("docs-qa", "4").tags["llmops.gate.promoted"] == "false"
+
+    # the canary: the gateway split the simulated users' traffic, judged it on their ratings,
+    # advanced a step, then promoted the adapter's chain, which users rate up more often
+    rollouts = read_table(lake, "rollouts").sort_values("ts", kind="stable")
+    assert set(rollouts["candidate"]) == {"4"} and set(rollouts["production"]) == {"3"}
+    decisions = [d for d in rollouts["decision"] if d != "continue"]
+    assert decisions == ["start", "advance", "promote"], decisions
+    assert set(rollouts[rollouts["decision"] != "start"]["by"]) == {"gateway"}
+    final = rollouts.iloc[-1]
+    assert final["status"] == "promoted"
+    assert final["diff_low"] > 0
+    assert final["cand_up"] / final["cand_rated"] > final["prod_up"] / final["prod_rated"]
+    assert final["cand_rated"] >= 15 and final["prod_rated"] >= 15
     production = str(client.get_model_version_by_alias("docs-qa", "production").version)
-    assert production == ("4" if status["4"] == "passed" else "3")
+    assert production == "4"
+    assert client.get_model_version("docs-qa", "4").tags["llmops.rollout.evidence"]
+    canary = log[log["end_user"].str.startswith("canary-user-", na=False)]
+    routed = canary[canary["rollout_id"] == final["rollout_id"]]
+    assert set(routed["rollout_arm"]) == {"production", "candidate"}
+    assert set(routed[routed["rollout_arm"] == "candidate"]["chain_version"]) == {"4"}
+    assert set(routed[routed["rollout_arm"] == "production"]["chain_version"]) == {"3"}
+    rated = all_feedback[all_feedback["source"] == "demo-canary"].merge(routed, on="request_id")
+    arms = {}
+    for arm in ("candidate", "production"):
+        mine = rated[rated["rollout_arm"] == arm]
+        for _, row in mine.iterrows():
+            question = json.loads(row["request"])["question"]
+            assert (row["rating"] == 1) == bool(fact_hit(row["response"],
+                                                         by_question[question]["fact"]))
+        arms[arm] = f"{int((mine['rating'] == 1).sum())}/{len(mine)} up"
+    assert re.search(rf"^\[11/11\] canary: docs-qa/4 vs production 3 on \d+ simulated users: "
+                     rf"promoted \(thumbs: candidate {arms['candidate']}, production "
+                     rf"{arms['production']}\)", text, re.M), arms
+    assert "the gateway decided: promote (users like it better" in text
 
     # monitoring reports the real thumbs-up rate
     assert f"thumbs-up rate {ups / 12:.2f}" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,6 +13,9 @@ __all__ = ["serve"]
 
 
 @click.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False,
+                                                         exists=True),
+              default=None, help="The endpoint settings file (default: serving/endpoint.yaml).")
 @click.option("--host", default=None, help="Gateway bind address (default: serving/endpoint.yaml).")
 @click.option("--port", type=int, default=None, help="Gateway port (default: serving/endpoint.yaml).")
 @click.option("--engine-port", type=int, default=None,
@@ -34,8 +38,8 @@ __all__ = ["serve"]
               help="One more vLLM argument, passed as is (repeatable).")
 @env_option
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, engine_port: int | None,
-          engine_args: tuple[str, ...], **engine: Any) -> None:
+def serve(ctx: click.Context, config_path: Path | None, host: str | None, port: int | None,
+          engine_port: int | None, engine_args: tuple[str, ...], **engine: Any) -> None:
     """Start vLLM and the logging gateway in front of it; stop with Ctrl-C or SIGTERM.
 
     Engine options override serving/endpoint.yaml for this run.
@@ -45,5 +49,5 @@ def serve(ctx: click.Context, host: str | None, port: int | None, engine_port: i
     overrides = {key: value for key, value in engine.items() if value is not None}
     if engine_args:
         overrides["extra_args"] = list(engine_args)
-    run(settings_from(ctx), host=host, port=port, engine_port=engine_port,
+    run(settings_from(ctx), endpoint_file=config_path, host=host, port=port, engine_port=engine_port,
         echo=lambda line: click.echo(line, err=True), engine_overrides=overrides)

@@ -4,7 +4,9 @@
 rejects a closed-book candidate (what retrieval adds) and promotes an equal one (the
 same chain logged again), 7 simulated users through
 the gateway, 8 feedback datasets, 9 a LoRA adapter from the corrections (scored on
-held-out paraphrases), hot-loaded, 10 the adapter's chain gated, and monitoring.
+held-out paraphrases), hot-loaded, 10 the adapter's chain gated (it stays @staging), and
+monitoring, 11 a canary of it against production on simulated live traffic, judged by the
+gateway on the users' ratings.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from llmops.demo.serving import serving, wait_for_rows
 
 __all__ = ["DEMO_QUESTIONS", "STEPS", "run_demo"]
 
-STEPS = 10
+STEPS = 11
+# the gateway judges the demo's rollout every few seconds (30 s by default)
+ROLLOUT_EVALUATE_S = 3.0
 # questions from the golden set, answered in step 4
 DEMO_QUESTIONS = [
     "How do I promote a chain to production?",
@@ -81,7 +85,9 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
 
     with contextlib.ExitStack() as stack:
         # the engine loads while the chain is logged and asked locally
-        endpoint = stack.enter_context(serving(settings, echo)) if with_serving else None
+        endpoint = (stack.enter_context(serving(
+            settings, echo, gateway={"rollout_evaluate_s": ROLLOUT_EVALUATE_S}))
+            if with_serving else None)
         chains_dir = settings.root / "chains"
         logged = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
         answers = {q: invoke(f"{logged.name}@staging", q, settings) for q in DEMO_QUESTIONS}
@@ -150,6 +156,14 @@ def _report_gate(clock: StepClock, echo: Callable[[str], None], step: int, gate:
                      f"{'passed, now @production' if gate.passed else 'rejected'} "
                      f"(golden: {_scores(gate.candidate_report)})")
     _echo_reasons(echo, gate)
+    _echo_tables(echo, gate)
+
+
+def _echo_tables(echo: Callable[[str], None], gate: Any) -> None:
+    """Where each dataset's per-example table (answers and scores) is in MLflow."""
+    report = gate.candidate_report
+    for dataset, uri in (report.tables.items() if report is not None else ()):
+        echo(f"      per-example table ({dataset}): {uri}")
 
 
 def _echo_reasons(echo: Callable[[str], None], gate: Any) -> None:
@@ -167,11 +181,12 @@ def _require_pass(gate: Any) -> None:
 
 def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: StepClock,
                  echo: Callable[[str], None], gate_config: Any) -> dict[str, Any]:
-    """Steps 7-10, against the running endpoint."""
+    """Steps 7-11, against the running endpoint."""
     import httpx
     import openai
 
     from llmops.chains import log_chain
+    from llmops.demo.canary import canary_lines, run_canary
     from llmops.demo.users import ask_and_judge
     from llmops.evals import run_gate, run_monitor
     from llmops.feedback import build_dataset
@@ -226,29 +241,54 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
             echo(f"      {model} (greedy) on {question!r}: {reply.choices[0].message.content!r}")
         out.update(adapter=tuned, served_adapter=served)
 
-    # 10: the adapter's chain as the candidate, through the gate; then monitoring
-    candidate = log_chain(settings.root / "chains" / "docs_qa_tuned.py", name=chain,
-                          alias="staging", settings=settings)
-    # latency is reported, not gated, here: a LoRA adapter on the CPU engine is slower per
-    # token by design, and on a shared machine its ratio to production is noise; quality decides
-    metrics = {k: v for k, v in gate_config.metrics.items() if k != "latency_ms"}
-    gate = run_gate(chain, settings, config=gate_config.model_copy(
-        update={"endpoint": url, "metrics": metrics}))
-    monitor = run_monitor(settings)
-    overall = monitor.overall
-    rate = overall["thumbs_up_rate"]
-    clock.done(10, f"gate: {chain}/{candidate.version} (adapter {tuned.model_name}/"
-                   f"{tuned.version}) vs production {gate.baseline}: "
-                   f"{'passed, now @production' if gate.passed else 'rejected'}")
-    echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
-         f"      production golden: {_scores(gate.baseline_report)}\n"
-         "      (latency is reported, not gated, for the adapter: LoRA on a CPU engine is slower "
-         "per token)")
-    _echo_reasons(echo, gate)
-    echo(f"      monitor: {overall['requests']} requests, thumbs-up rate "
-         f"{f'{rate:.2f}' if rate is not None else '-'}, "
-         f"{'OK' if monitor.ok else 'ALERT: ' + '; '.join(monitor.breaches)}")
-    out.update(tuned_gate=gate, monitor=monitor)
+        # 10: the adapter's chain as the candidate, through the gate (it stays @staging for
+        # the canary to decide); then monitoring
+        candidate = log_chain(settings.root / "chains" / "docs_qa_tuned.py", name=chain,
+                              alias="staging", settings=settings)
+        # latency is reported, not gated, here: a LoRA adapter on the CPU engine is slower per
+        # token by design, and on a shared machine its ratio to production is noise
+        metrics = {k: v for k, v in gate_config.metrics.items() if k != "latency_ms"}
+        gate = run_gate(chain, settings, promote_on_pass=False, config=gate_config.model_copy(
+            update={"endpoint": url, "metrics": metrics}))
+        monitor = run_monitor(settings)
+        overall = monitor.overall
+        rate = overall["thumbs_up_rate"]
+        clock.done(10, f"gate: {chain}/{candidate.version} (adapter {tuned.model_name}/"
+                       f"{tuned.version}) vs production {gate.baseline}: "
+                       f"{'passed, stays @staging for a canary' if gate.passed else 'rejected'}")
+        echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
+             f"      production golden: {_scores(gate.baseline_report)}\n"
+             "      (latency is reported, not gated, for the adapter: LoRA on a CPU engine is "
+             "slower per token)")
+        _echo_reasons(echo, gate)
+        echo(f"      monitor: {overall['requests']} requests, thumbs-up rate "
+             f"{f'{rate:.2f}' if rate is not None else '-'}, "
+             f"{'OK' if monitor.ok else 'ALERT: ' + '; '.join(monitor.breaches)}")
+        out.update(tuned_gate=gate, monitor=monitor)
+
+        # 11: a canary of the candidate on simulated live traffic, judged by the gateway
+        if not gate.passed:
+            clock.done(11, f"canary: none, {chain}/{candidate.version} did not pass the "
+                           "offline gate")
+            return out
+        # new users ask the questions of step 7 again: the candidate learned from the
+        # corrections to them (the gate's held-out paraphrases are the fairer measure of that)
+        canary = run_canary(settings, http, chain, golden, echo)
+        state = canary.state
+        arms = {arm: f"{sum(v.good for v in got)}/{len(got)} up"
+                for arm, got in canary.verdicts.items()}
+        clock.done(11, f"canary: {chain}/{state.candidate} vs production {state.production} "
+                       f"on {canary.users} simulated users: {state.status} "
+                       f"(thumbs: candidate {arms['candidate']}, production "
+                       f"{arms['production']})")
+        echo(f"      (a simulation: new users ask the {len(golden)} questions of step 7 again, "
+             "whose corrections the adapter learned from, and rate an answer up when it holds "
+             "the reference fact; the gateway split their traffic and judged it on its own)")
+        for line in canary_lines(settings, canary):
+            echo(line)
+        if canary.plot is not None:
+            echo(f"      plot: {canary.plot}")
+        out["canary"] = canary
     return out
 
 

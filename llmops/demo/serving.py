@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings
@@ -53,19 +54,39 @@ class Endpoint:
         return self.url
 
 
+def _endpoint_file(settings: Settings, gateway: dict[str, Any]) -> Path:
+    """The project's endpoint settings with ``gateway`` laid over them, in the state folder."""
+    import yaml
+
+    from llmops.serving.config import ENDPOINT_FILE
+
+    source = settings.root / ENDPOINT_FILE
+    raw = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}) if source.is_file() else {}
+    raw["gateway"] = {**(raw.get("gateway") or {}), **gateway}
+    out = settings.state_dir / "demo" / "endpoint.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {source} for the demo, with: {gateway}\n" + yaml.safe_dump(raw),
+                   encoding="utf-8")
+    return out
+
+
 @contextlib.contextmanager
-def serving(settings: Settings, echo: Callable[[str], None],
-            timeout: float = 900) -> Iterator[Endpoint]:
+def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 900,
+            gateway: dict[str, Any] | None = None) -> Iterator[Endpoint]:
     """``llmops serve`` on free ports for the block, started at once (the engine loads while
-    the block goes on); ``wait_ready()`` on what it yields gives the gateway URL."""
+    the block goes on); ``wait_ready()`` on what it yields gives the gateway URL.
+
+    ``gateway`` overrides fields of the endpoint file's ``gateway`` section for this run.
+    """
     gport, eport = _free_port(), _free_port()
     log_path = settings.state_dir / "logs" / "demo-serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+    config = ["--config", str(_endpoint_file(settings, gateway))] if gateway else []
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,
-             "--port", str(gport), "--engine-port", str(eport)],
+             *config, "--port", str(gport), "--engine-port", str(eport)],
             cwd=settings.root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{gport}"
     echo(f"      starting vLLM and the gateway in the background (log: {log_path})")

@@ -24,14 +24,17 @@ class UserVerdict:
     good: bool
 
 
-def ask_and_judge(http: Any, chain: str, row: dict[str, Any], user: str) -> UserVerdict:
-    """Ask ``chain`` the row's question through the gateway, then send the user's feedback."""
-    reply = http.post(f"/v1/chains/{chain}/invoke", json={"question": row["question"]})
+def ask_and_judge(http: Any, chain: str, row: dict[str, Any], user: str,
+                  source: str = "demo") -> UserVerdict:
+    """Ask ``chain`` the row's question through the gateway as ``user`` (the end user a
+    rollout's arm is sticky for), then send the user's feedback."""
+    reply = http.post(f"/v1/chains/{chain}/invoke",
+                      json={"question": row["question"], "user": user})
     reply.raise_for_status()
     answer = reply.json()
     good = bool(fact_hit(answer["answer"], row["fact"]))
     feedback: dict[str, Any] = {"request_id": answer["request_id"], "rating": 1 if good else -1,
-                                "score": 5 if good else 2, "user": user, "source": "demo"}
+                                "score": 5 if good else 2, "user": user, "source": source}
     if not good:
         feedback["correction"] = row["expected"]
     http.post("/v1/feedback", json=feedback).raise_for_status()

@@ -42,9 +42,10 @@ def _interval(rated: Any, up: Any, alpha: float, tuned_for: int) -> str:
     return f"{int(up)}/{int(rated)} up = {up / rated:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def status_lines(state: RolloutState, lakehouse: Path) -> list[str]:
+def status_lines(state: RolloutState, lakehouse: Path, changes_only: bool = False) -> list[str]:
     """``llmops rollout status``: the arms, the rates with their intervals, the guardrails'
-    inputs, the step and the decisions so far."""
+    inputs, the step and the decisions so far (``changes_only``: without the ``continue``
+    rows, the judgements that changed nothing)."""
     rows = history(lakehouse, state.rollout_id)
     shares = ", ".join(f"[{s}%]" if i == state.step and state.running else f"{s}%"
                        for i, s in enumerate(state.spec.shares))
@@ -68,6 +69,8 @@ def status_lines(state: RolloutState, lakehouse: Path) -> list[str]:
                          f"{last['diff_high']:+.3f}]")
     lines.append("  decisions:")
     for row in rows.itertuples(index=False):
+        if changes_only and row.decision == "continue":
+            continue
         reasons = "; ".join(json.loads(row.reasons or "[]"))
         lines.append(f"    {row.ts:%Y-%m-%d %H:%M:%S} {row.decision:12s} {reasons}")
     return lines

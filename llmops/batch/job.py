@@ -85,9 +85,19 @@ class _Actor:
     """Holds one worker for the life of a Ray actor; maps a pandas batch to output rows."""
 
     def __init__(self, worker: type[BatchWorker], kwargs: dict[str, Any], id_column: str,
-                 keep: list[str]) -> None:
+                 keep: list[str], threads: int = 1) -> None:
+        import os
+        import sys
+
         import ray
 
+        # Ray caps a fractional-CPU actor's math libraries at one thread; the actor's share of
+        # its node's cores is what the job means it to use (read when torch is first imported,
+        # which models usually do lazily)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
         self.worker = worker(**kwargs)
         self.id_column, self.keep = id_column, keep
         self.node = ray.get_runtime_context().get_node_id()
@@ -201,7 +211,8 @@ def run_batch(
             remote["resources"] = resources
         mapped = ds.map_batches(
             _Actor, fn_constructor_kwargs={"worker": worker, "kwargs": worker_kwargs or {},
-                                           "id_column": id_column, "keep": keep},
+                                           "id_column": id_column, "keep": keep,
+                                           "threads": _threads(info, result.actors)},
             compute=ray.data.ActorPoolStrategy(size=result.actors), batch_size=batch_size,
             batch_format="pandas", **remote)
         frames: list[Any] | None = [] if keep_frame else None
@@ -238,6 +249,13 @@ def run_batch(
         result.run_id = _log_run(result, settings, source, worker)
     _check_errors(result, max_error_share, batch_size, final=True)
     return result
+
+
+def _threads(info: RayInfo, actors: int) -> int:
+    """Math-library threads per actor: its node's CPUs shared by the actors on that node."""
+    nodes = max(1, info.nodes)
+    per_node = -(-actors // nodes)
+    return max(1, int(info.cpus / nodes) // per_node)
 
 
 def _bar(total: int, job: str, enabled: bool) -> Any:

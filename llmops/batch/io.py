@@ -66,8 +66,6 @@ def read_input(source: Any, id_column: str, required: list[str]) -> Any:
         else:
             ds = ray.data.read_json(str(source), lines=True)
         columns = ds.columns() or []
-    except BatchError:
-        raise
     except Exception as exc:  # noqa: BLE001 - any reader error is the input's fault here
         raise BatchError(f"cannot read {describe_input(source)}: "
                          f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from exc

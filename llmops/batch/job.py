@@ -31,10 +31,6 @@ from llmops.errors import BatchError
 
 __all__ = ["BatchResult", "BatchWorker", "run_batch"]
 
-_ARROW = {"string": "string", "int32": "int32", "int64": "int64", "float64": "float64",
-          "bool": "bool"}
-
-
 class BatchWorker:
     """A model loaded once per Ray actor.
 
@@ -289,7 +285,7 @@ def _arrow(chunk: Any, worker: type[BatchWorker]) -> Any:
         if declared.get(name) == "float32_list":
             fields.append(pa.field(name, pa.list_(pa.float32())))
         elif name in declared:
-            fields.append(pa.field(name, pa.type_for_alias(_ARROW[declared[name]])))
+            fields.append(pa.field(name, pa.type_for_alias(declared[name])))
         else:
             inferred = pa.Array.from_pandas(chunk[name]).type
             fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))

@@ -20,7 +20,27 @@ from llmops.batch import BatchResult, BatchWorker, run_batch
 from llmops.config import Settings
 from llmops.registry import model_version
 
-__all__ = ["ChainWorker", "batch_run"]
+__all__ = ["ChainWorker", "ask", "batch_run"]
+
+
+def ask(model: Any, question: Any) -> dict[str, Any]:
+    """One question to a loaded chain, timed; a failure is kept as the row's ``error``.
+
+    Returns ``answer``, ``sources`` (a list), ``prompt_version`` (the prompt's NAME/VERSION),
+    ``index_version``, ``latency_ms`` and ``error`` (None on success).
+    """
+    start = time.perf_counter()
+    try:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"the question is {'empty' if question == '' else repr(question)[:80]}")
+        answer = model.predict([{"question": question}])[0]
+    except Exception as exc:  # noqa: BLE001 - this row's error; the other rows go on
+        return {"answer": None, "sources": [], "prompt_version": None, "index_version": None,
+                "latency_ms": (time.perf_counter() - start) * 1000,
+                "error": f"{exc.__class__.__name__}: {str(exc)[:500]}"}
+    return {"answer": answer.get("answer"), "sources": list(answer.get("sources") or []),
+            "prompt_version": answer.get("prompt"), "index_version": answer.get("index_version"),
+            "latency_ms": (time.perf_counter() - start) * 1000, "error": None}
 
 
 class ChainWorker(BatchWorker):
@@ -57,20 +77,9 @@ class ChainWorker(BatchWorker):
         return pd.DataFrame(list(self.pool.map(self._one, rows[self.column].tolist())))
 
     def _one(self, question: Any) -> dict[str, Any]:
-        start = time.perf_counter()
-        row: dict[str, Any] = {"chain": self.name, "chain_version": self.version}
-        try:
-            if not isinstance(question, str) or not question.strip():
-                raise ValueError(f"the question is {'empty' if question == '' else repr(question)[:80]}")
-            answer = self.model.predict([{"question": question}])[0]
-        except Exception as exc:  # noqa: BLE001 - this row's error; the batch goes on
-            return {**row, "error": f"{exc.__class__.__name__}: {str(exc)[:500]}",
-                    "latency_ms": (time.perf_counter() - start) * 1000}
-        return {**row, "answer": answer.get("answer"),
-                "sources": json.dumps(list(answer.get("sources") or [])),
-                "prompt_version": answer.get("prompt"),
-                "index_version": answer.get("index_version"),
-                "latency_ms": (time.perf_counter() - start) * 1000, "error": None}
+        row = ask(self.model, question)
+        row["sources"] = json.dumps(row["sources"]) if row["error"] is None else None
+        return {"chain": self.name, "chain_version": self.version, **row}
 
 
 def batch_run(ref: str, source: Any, settings: Settings, output: Path | None = None, *,

@@ -190,15 +190,11 @@ def _answer_all(model: Any, questions: list[str], concurrency: int) -> list[dict
     """Every question's answer, ``concurrency`` at a time; a failed row keeps its error."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from llmops.chains.batch import ask
+
     def one(question: str) -> dict[str, Any]:
-        start = time.perf_counter()
-        try:
-            answer = model.predict([{"question": question}])[0]
-        except Exception as exc:  # noqa: BLE001 - the row's error, scored and traced as such
-            return {"answer": "", "sources": [], "latency_ms": (time.perf_counter() - start) * 1000,
-                    "error": f"{exc.__class__.__name__}: {str(exc)[:500]}"}
-        return {"answer": answer.get("answer", ""), "sources": list(answer.get("sources", [])),
-                "latency_ms": (time.perf_counter() - start) * 1000, "error": None}
+        answer = ask(model, question)
+        return {**answer, "answer": answer["answer"] or ""}
 
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="llmops-eval") as pool:
         return list(pool.map(one, questions))

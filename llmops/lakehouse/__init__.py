@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llmops.lakehouse.locks import LakehouseLockTimeout, lakehouse_lock
 from llmops.lakehouse.maintenance import optimize_tables, vacuum_tables
 from llmops.lakehouse.tables import TABLES, schema
 from llmops.lakehouse.writer import (
@@ -13,6 +14,6 @@ from llmops.lakehouse.writer import (
 )
 
 __all__ = [
-    "TABLES", "TableAppender", "append_rows", "check_row", "optimize_tables", "read_table", "schema",
-    "table_path", "vacuum_tables",
+    "TABLES", "LakehouseLockTimeout", "TableAppender", "append_rows", "check_row", "lakehouse_lock",
+    "optimize_tables", "read_table", "schema", "table_path", "vacuum_tables",
 ]

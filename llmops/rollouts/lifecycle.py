@@ -3,6 +3,10 @@
 The rollout's own MLflow run (made at the start, named after its id) holds its spec; each
 decision that changes something (start, advance, promote, rollback, inconclusive, abort), and
 each ``continue`` on new evidence, is a run nested under it with the evidence as metrics.
+
+Each read-decide-write (start, evaluate, abort) holds the lakehouse's ``rollouts`` lock, so
+gateways judging at the same time and ``llmops rollout abort`` never act on a state another
+has already changed: one decision per state, and an abort is never overwritten.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from llmops.config import Settings
 from llmops.errors import LlmopsError, ModelNotFoundError, RolloutError
+from llmops.lakehouse import lakehouse_lock
 from llmops.registry import CHAIN_KIND, KIND_TAG, model_version, promote
 from llmops.rollouts.config import RolloutSpec
 from llmops.rollouts.evidence import collect_evidence
@@ -74,30 +79,31 @@ def start_rollout(chain: str, candidate: str, settings: Settings,
     if str(cand.version) == str(production.version):
         raise RolloutError(f"the candidate {chain}/{cand.version} is what @production serves: "
                            "a rollout needs two different versions")
-    running = running_by_chain(settings.lakehouse).get(chain)
-    if running is not None:
-        raise RolloutError(f"'{chain}' already has a running rollout ({running.rollout_id}, "
-                           f"{running.share}% to version {running.candidate}): end it first "
-                           f"with 'llmops rollout abort {chain}'")
-    now = datetime.now(timezone.utc)
-    rollout_id = f"{chain}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
-    exp_id = connect(settings)
-    client = MlflowClient()
-    run = client.create_run(exp_id, run_name=f"rollout {rollout_id}", tags={
-        "llmops.rollout.id": rollout_id, "llmops.rollout.chain": chain,
-        "llmops.rollout.production": str(production.version),
-        "llmops.rollout.candidate": str(cand.version)})
-    client.log_param(run.info.run_id, "spec", spec.model_dump_json()[:6000])
-    client.set_terminated(run.info.run_id, "RUNNING")
-    state = RolloutState(
-        rollout_id=rollout_id, chain=chain, production=str(production.version),
-        candidate=str(cand.version), spec=spec, step=0, status="running", decision="start",
-        started=now, step_started=now, mlflow_run_id=run.info.run_id,
-        reasons=[f"{spec.shares[0]}% of traffic to {chain}/{cand.version}, the rest to "
-                 f"production {chain}/{production.version}"])
-    _decision_run(client, exp_id, state, None)
-    client.set_model_version_tag(chain, str(cand.version), "llmops.rollout.id", rollout_id)
-    return write_state(settings.lakehouse, state, by=_who(user))
+    with lakehouse_lock(settings.lakehouse, "rollouts"):
+        running = running_by_chain(settings.lakehouse).get(chain)
+        if running is not None:
+            raise RolloutError(f"'{chain}' already has a running rollout ({running.rollout_id}, "
+                               f"{running.share}% to version {running.candidate}): end it first "
+                               f"with 'llmops rollout abort {chain}'")
+        now = datetime.now(timezone.utc)
+        rollout_id = f"{chain}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+        exp_id = connect(settings)
+        client = MlflowClient()
+        run = client.create_run(exp_id, run_name=f"rollout {rollout_id}", tags={
+            "llmops.rollout.id": rollout_id, "llmops.rollout.chain": chain,
+            "llmops.rollout.production": str(production.version),
+            "llmops.rollout.candidate": str(cand.version)})
+        client.log_param(run.info.run_id, "spec", spec.model_dump_json()[:6000])
+        client.set_terminated(run.info.run_id, "RUNNING")
+        state = RolloutState(
+            rollout_id=rollout_id, chain=chain, production=str(production.version),
+            candidate=str(cand.version), spec=spec, step=0, status="running", decision="start",
+            started=now, step_started=now, mlflow_run_id=run.info.run_id,
+            reasons=[f"{spec.shares[0]}% of traffic to {chain}/{cand.version}, the rest to "
+                     f"production {chain}/{production.version}"])
+        _decision_run(client, exp_id, state, None)
+        client.set_model_version_tag(chain, str(cand.version), "llmops.rollout.id", rollout_id)
+        return write_state(settings.lakehouse, state, by=_who(user))
 
 
 def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
@@ -109,33 +115,34 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
     """
     from mlflow import MlflowClient
 
-    state = latest_for_chain(settings.lakehouse, chain)
-    if state is None:
-        raise RolloutError(f"'{chain}' has no rollout: start one with 'llmops rollout start "
-                           f"{chain} --candidate staging'")
-    if not state.running:
-        return Evaluation(state, None)
-    evidence = collect_evidence(settings.lakehouse, state)
-    if only_if_new and _unchanged(settings, state, evidence):
-        return Evaluation(state, None)
-    judgement = judge(state, evidence)
-    exp_id = connect(settings)
-    client = MlflowClient()
-    new = judgement.state
-    if judgement.decision == "promote":
-        promote(chain, "production", int(state.candidate), settings=settings, user=_who(user))
-        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
-                                     json.dumps(evidence_columns(judgement))[:4000])
-    elif judgement.decision == "rollback":
-        client.set_model_version_tag(chain, state.candidate, "llmops.rejected",
-                                     "rollout " + state.rollout_id + ": "
-                                     + "; ".join(judgement.reasons)[:3900])
-    if not new.running:
-        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", new.status)
-        client.set_terminated(state.mlflow_run_id, "FINISHED")
-    _decision_run(client, exp_id, new, judgement)
-    written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
-    return Evaluation(written, judgement)
+    with lakehouse_lock(settings.lakehouse, "rollouts"):
+        state = latest_for_chain(settings.lakehouse, chain)
+        if state is None:
+            raise RolloutError(f"'{chain}' has no rollout: start one with 'llmops rollout start "
+                               f"{chain} --candidate staging'")
+        if not state.running:
+            return Evaluation(state, None)
+        evidence = collect_evidence(settings.lakehouse, state)
+        if only_if_new and _unchanged(settings, state, evidence):
+            return Evaluation(state, None)
+        judgement = judge(state, evidence)
+        exp_id = connect(settings)
+        client = MlflowClient()
+        new = judgement.state
+        if judgement.decision == "promote":
+            promote(chain, "production", int(state.candidate), settings=settings, user=_who(user))
+            client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
+                                         json.dumps(evidence_columns(judgement))[:4000])
+        elif judgement.decision == "rollback":
+            client.set_model_version_tag(chain, state.candidate, "llmops.rejected",
+                                         "rollout " + state.rollout_id + ": "
+                                         + "; ".join(judgement.reasons)[:3900])
+        if not new.running:
+            client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", new.status)
+            client.set_terminated(state.mlflow_run_id, "FINISHED")
+        _decision_run(client, exp_id, new, judgement)
+        written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
+        return Evaluation(written, judgement)
 
 
 def abort_rollout(chain: str, settings: Settings, user: str | None = None,
@@ -143,17 +150,18 @@ def abort_rollout(chain: str, settings: Settings, user: str | None = None,
     """End the chain's running rollout now; all traffic returns to production."""
     from mlflow import MlflowClient
 
-    state = running_by_chain(settings.lakehouse).get(chain)
-    if state is None:
-        raise RolloutError(f"'{chain}' has no running rollout to abort")
-    new = state.moved(status="aborted", decision="abort",
-                      reasons=[f"aborted by {_who(user)}" + (f": {reason}" if reason else "")])
-    exp_id = connect(settings)
-    client = MlflowClient()
-    client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "aborted")
-    _decision_run(client, exp_id, new, None)
-    client.set_terminated(state.mlflow_run_id, "KILLED")
-    return write_state(settings.lakehouse, new, by=_who(user))
+    with lakehouse_lock(settings.lakehouse, "rollouts"):
+        state = running_by_chain(settings.lakehouse).get(chain)
+        if state is None:
+            raise RolloutError(f"'{chain}' has no running rollout to abort")
+        new = state.moved(status="aborted", decision="abort",
+                          reasons=[f"aborted by {_who(user)}" + (f": {reason}" if reason else "")])
+        exp_id = connect(settings)
+        client = MlflowClient()
+        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "aborted")
+        _decision_run(client, exp_id, new, None)
+        client.set_terminated(state.mlflow_run_id, "KILLED")
+        return write_state(settings.lakehouse, new, by=_who(user))
 
 
 def _unchanged(settings: Settings, state: RolloutState, evidence: dict[str, Any]) -> bool:

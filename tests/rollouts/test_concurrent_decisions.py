@@ -1,0 +1,122 @@
+"""Decisions on a rollout never act on a stale state, whatever runs at the same time.
+
+Two writers (a gateway judging, ``llmops rollout abort``) each read the rollout, decide and
+append a row. Delta appends never conflict, so without a lock the slower writer appends its
+``running`` row after the abort and the rollout runs on: the failure these tests reproduce.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmops.lakehouse import LakehouseLockTimeout, lakehouse_lock
+from llmops.registry import CHAIN_KIND, KIND_TAG
+from llmops.rollouts import (
+    RolloutSpec,
+    abort_rollout,
+    evaluate_rollout,
+    history,
+    lifecycle,
+    start_rollout,
+)
+from llmops.stores import connect
+
+
+def _two_versions(settings, tmp_path: Path) -> None:
+    """A registered chain with versions 1 (@production) and 2, without packaging a chain."""
+    from mlflow import MlflowClient
+
+    connect(settings)
+    client = MlflowClient()
+    client.create_registered_model("qa")
+    for _ in range(2):
+        v = client.create_model_version("qa", str(tmp_path), tags={KIND_TAG: CHAIN_KIND})
+    client.set_registered_model_alias("qa", "production", "1")
+    assert str(v.version) == "2"
+
+
+def test_an_abort_during_a_judgement_is_the_last_word(settings, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_versions(settings, tmp_path)
+    started = start_rollout("qa", "2", settings, RolloutSpec(steps=[50, 100]))
+
+    reading, release = threading.Event(), threading.Event()
+    real = lifecycle.collect_evidence
+
+    def slow_evidence(*args, **kwargs):  # the judge has read the state; it is still running
+        reading.set()
+        assert release.wait(30), "the test never released the judge"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "collect_evidence", slow_evidence)
+    outcome: dict[str, object] = {}
+    judge = threading.Thread(target=lambda: outcome.update(
+        judged=evaluate_rollout("qa", settings, user="gateway")))
+    abort = threading.Thread(target=lambda: outcome.update(
+        aborted=abort_rollout("qa", settings, reason="release freeze")))
+    judge.start()
+    assert reading.wait(30), "the judgement never started"
+    abort.start()
+    time.sleep(0.5)
+    assert abort.is_alive(), "the abort did not wait for the judgement in progress"
+    release.set()
+    judge.join(30)
+    abort.join(30)
+    assert not judge.is_alive() and not abort.is_alive()
+
+    rows = history(settings.lakehouse, started.rollout_id)
+    assert list(rows["decision"]) == ["start", "continue", "abort"]
+    assert list(rows["status"]) == ["running", "running", "aborted"]
+    assert outcome["aborted"].status == "aborted"  # type: ignore[union-attr]
+    # the next judgement sees the abort and writes nothing
+    again = evaluate_rollout("qa", settings, user="gateway")
+    assert again.judgement is None and again.state.status == "aborted"
+    assert len(history(settings.lakehouse, started.rollout_id)) == 3
+
+
+def test_two_starts_at_once_make_one_rollout(settings, tmp_path: Path) -> None:
+    _two_versions(settings, tmp_path)
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(start_rollout("qa", "2", settings))
+        except Exception as exc:  # noqa: BLE001 - the loser's error is what is checked
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(results) == 2 and len(errors) == 1
+    assert "already has a running rollout" in str(errors[0])
+
+
+def test_a_held_lock_times_out_with_its_path_and_dies_with_its_holder(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from llmops.lakehouse import lakehouse_lock\n"
+        f"with lakehouse_lock({str(tmp_path)!r}, 'rollouts'):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LakehouseLockTimeout, match=r"\.locks/rollouts\.lock"):
+            with lakehouse_lock(tmp_path, "rollouts", timeout_s=0.3):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with lakehouse_lock(tmp_path, "rollouts", timeout_s=5):
+            pass  # the kernel released the dead holder's lock
+    finally:
+        holder.kill()
+        holder.wait(10)

@@ -9,22 +9,27 @@ from llmops.errors import ConfigError
 from llmops.serving.auth import load_keys
 from llmops.serving.config import AuthConfig, EngineConfig, load_endpoint_config
 from llmops.serving.engine import engine_command
+from tests.serving.vllm_cli import vllm_parse
 
 
 def test_engine_command_passes_gpu_settings_through() -> None:
     cfg = EngineConfig(tensor_parallel_size=2, gpu_memory_utilization=0.85, max_num_seqs=256,
                        dtype="bfloat16", attention_backend="TRITON_ATTN", api_server_count=4,
                        max_lora_rank=32, extra_args=["--enforce-eager"])
-    cmd = engine_command(cfg, "/models/llama", {"docs-qa-lora": "/adapters/v3"})
-    joined = " ".join(cmd)
-    for part in ("--model /models/llama", "--served-model-name base", "--dtype bfloat16",
-                 "--tensor-parallel-size 2", "--gpu-memory-utilization 0.85",
-                 "--max-num-seqs 256", "--attention-backend TRITON_ATTN",
-                 "--api-server-count 4", "--enable-lora", "--max-lora-rank 32",
-                 "--lora-modules docs-qa-lora=/adapters/v3", "--enforce-eager"):
-        assert part in joined
-    plain = " ".join(engine_command(EngineConfig(enable_lora=False), "m"))
-    assert "--tensor-parallel-size" not in plain and "--enable-lora" not in plain
+    args = vllm_parse(engine_command(cfg, "/models/llama", {"docs-qa-lora": "/adapters/v3"}))
+    assert (args.model, args.served_model_name, args.dtype) == ("/models/llama", ["base"],
+                                                                "bfloat16")
+    assert (args.tensor_parallel_size, args.gpu_memory_utilization, args.max_num_seqs,
+            args.attention_backend, args.api_server_count) == (2, 0.85, 256, "TRITON_ATTN", 4)
+    assert (args.enable_lora, args.max_lora_rank, args.max_loras) == (True, 32, cfg.max_loras)
+    assert [(m.name, m.path) for m in args.lora_modules] == [("docs-qa-lora", "/adapters/v3")]
+    assert args.enforce_eager is True
+    # loopback by default, and the key check that keeps everyone but the gateway out
+    assert (args.host, args.port) == ("127.0.0.1", cfg.port)
+    assert args.middleware == ["llmops.serving.engine_guard.EngineKeyCheck"]
+    plain = vllm_parse(engine_command(EngineConfig(enable_lora=False), "m"))
+    assert plain.tensor_parallel_size == 1 and not plain.enable_lora
+    assert plain.lora_modules is None
 
 
 def test_endpoint_file_per_environment(project: Path) -> None:

@@ -11,6 +11,7 @@ from llmops.serving.config import load_endpoint_config
 from llmops.serving.engine import engine_command
 from llmops.serving.server import _override_engine
 from tests.conftest import run_cli
+from tests.serving.vllm_cli import vllm_parse
 
 
 def test_gpu_settings_and_a_local_model_reach_the_vllm_command(settings, models_dir: Path) -> None:
@@ -20,13 +21,11 @@ def test_gpu_settings_and_a_local_model_reach_the_vllm_command(settings, models_
         "model": str(folder), "attention_backend": "TRITON_ATTN", "gpu_memory_utilization": 0.85,
         "max_num_seqs": 512, "api_server_count": 4, "dtype": "bfloat16",
         "extra_args": ["--enable-prefix-caching"]}, settings)
-    cmd = engine_command(engine, engine.model)
-    flags = dict(zip(cmd, cmd[1:], strict=False))
-    assert flags["--model"] == str(folder)
-    assert (flags["--attention-backend"], flags["--gpu-memory-utilization"], flags["--max-num-seqs"],
-            flags["--api-server-count"], flags["--dtype"]) == (
-        "TRITON_ATTN", "0.85", "512", "4", "bfloat16")
-    assert cmd[-1] == "--enable-prefix-caching"
+    args = vllm_parse(engine_command(engine, engine.model))
+    assert args.model == str(folder)
+    assert (args.attention_backend, args.gpu_memory_utilization, args.max_num_seqs,
+            args.api_server_count, args.dtype) == ("TRITON_ATTN", 0.85, 512, 4, "bfloat16")
+    assert args.enable_prefix_caching is True
 
 
 def test_bad_engine_options(settings, tmp_path: Path) -> None:

@@ -165,5 +165,10 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
 
     # monitoring reports the real thumbs-up rate
     assert f"thumbs-up rate {ups / 12:.2f}" in text
-    assert len(read_table(lake, "monitoring")) >= 1
+    monitored = read_table(lake, "monitoring")
+    overall = monitored[monitored["group"] == "all"]
+    shown = re.search(r"monitor: (\d+) requests, thumbs-up rate", text)
+    assert shown and monitored["run_id"].nunique() == 1 and len(overall) == 1
+    assert int(overall["requests"].iloc[0]) == int(shown.group(1))
+    assert overall["thumbs_up_rate"].iloc[0] == pytest.approx(ups / 12)
     assert len(read_table(lake, "index_runs")) == 1

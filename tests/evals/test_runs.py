@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 import mlflow
@@ -16,12 +17,19 @@ from llmops.indexing import update_index
 from llmops.lakehouse import read_table
 from llmops.prompts import set_alias, sync_prompts
 
-QUESTIONS = [
-    ("How do I promote a chain to production?", "docs/chains.md"),
-    ("What does llmops index update do?", "docs/indexing.md"),
-    ("Which Python version does llmops need?", "docs/installation.md"),
-    ("What does llmops serve start?", "docs/serving.md"),
+# Reference answers written by hand from the docs (data the chain under test did not write),
+# with the page each answer is on.
+REFERENCES = [
+    ("How do I promote a chain to production?",
+     "Run llmops chains promote docs-qa --alias production.", "docs/chains.md"),
+    ("What does llmops index update do?",
+     "It embeds new and changed chunks and deletes stale ones in the Chroma collection.",
+     "docs/indexing.md"),
+    ("Which Python version does llmops need?", "Python 3.11 or newer.", "docs/installation.md"),
+    ("What does llmops serve start?",
+     "The vLLM engine behind the OpenAI-compatible gateway.", "docs/serving.md"),
 ]
+QUESTIONS = [(q, source) for q, _, source in REFERENCES]
 
 
 @pytest.fixture
@@ -33,40 +41,79 @@ def staged(settings, project: Path):
     return settings
 
 
-def answers_dataset(path: Path, ref: str, settings) -> Path:
-    """Expected answers taken from what ``ref`` says: as if users had rated them good."""
-    rows = [{"question": q, "expected": invoke(ref, q, settings)["answer"], "source": s}
-            for q, s in QUESTIONS]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def reference_dataset(path: Path) -> Path:
+    """The hand-written references as an evaluation dataset."""
+    path.write_text("".join(json.dumps({"id": f"r{i}", "question": q, "expected": a,
+                                        "source": src}) + "\n"
+                            for i, (q, a, src) in enumerate(REFERENCES)))
     return path
 
 
+def words(text: str) -> list[str]:
+    """SQuAD's normalisation, written out here independently of llmops' scorer."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return [w for w in text.split() if w not in ("a", "an", "the")]
+
+
+def squad_f1(prediction: str, reference: str) -> float:
+    """SQuAD's token F1."""
+    pred, gold = words(prediction), words(reference)
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum(min(pred.count(w), gold.count(w)) for w in set(pred))
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
 def test_eval_run_scores_logs_and_records(staged, project: Path) -> None:
-    data = answers_dataset(project / "answers.jsonl", "docs-qa@staging", staged)
+    data = reference_dataset(project / "answers.jsonl")
     golden = project / "golden.jsonl"
     golden.write_text(json.dumps({"question": QUESTIONS[0][0], "expected": "no such words",
                                   "source": "docs/chains.md"}) + "\n")
     report = evaluate_chain("docs-qa@staging", [data, golden], staged, concurrency=2)
-    got = report.metrics["answers"]
-    # the chain is deterministic: it repeats the answers it gave
-    assert got["token_f1"] == pytest.approx(1.0) and got["exact_match"] == pytest.approx(1.0)
-    assert 0.0 <= got["source_hit"] <= 1.0 and got["latency_ms"] > 0 and got["answer_length"] > 0
-    assert report.metrics["golden"]["exact_match"] == 0.0
     assert report.rows == {"answers": 4, "golden": 1}
     run = MlflowClient().get_run(report.run_id)
-    assert run.data.metrics["answers.token_f1"] == pytest.approx(1.0)
     assert run.data.tags["llmops.eval.model_uri"] == "models:/docs-qa/1"
-    table = read_table(staged.lakehouse, "eval_results")
-    mine = table[table["run_id"] == report.run_id]
+
+    # the per-example table holds the chain's own answers (it is deterministic) ...
+    nested = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{report.run_id}' "
+                                              "and attributes.run_name = 'answers'",
+                                output_format="list")
+    assert len(nested) == 1
+    table = mlflow.load_table("examples/answers.json", run_ids=[nested[0].info.run_id])
+    assert list(table["example_id"]) == ["r0", "r1", "r2", "r3"]
+    for row in table.itertuples():
+        assert row.answer == invoke("docs-qa@staging", row.question, staged)["answer"]
+    # ... scored against the references: each score is what it must be for that answer
+    for row, (_, reference, source) in zip(table.itertuples(), REFERENCES, strict=True):
+        assert row.expected == reference
+        assert row.token_f1 == pytest.approx(squad_f1(row.answer, reference))
+        assert row.exact_match == float(words(row.answer) == words(reference))
+        assert row.source_hit == float(Path(source).name in row.sources)
+    # the retriever finds the page each reference answer is on
+    assert list(table["source_hit"]) == [1.0, 1.0, 1.0, 1.0]
+    got = report.metrics["answers"]
+    assert got["token_f1"] == pytest.approx(table["token_f1"].mean())
+    assert got["source_hit"] == 1.0 and got["exact_match"] == 0.0
+    assert got["answer_length"] == pytest.approx(
+        sum(len(a.split()) for a in table["answer"]) / 4)
+    assert run.data.metrics["answers.token_f1"] == pytest.approx(got["token_f1"])
+    assert report.metrics["golden"]["exact_match"] == 0.0
+
+    rows = read_table(staged.lakehouse, "eval_results")
+    mine = rows[rows["run_id"] == report.run_id]
     assert set(mine["dataset"]) == {"answers", "golden"}
     assert set(mine["model_uri"]) == {"models:/docs-qa/1"}
     means = mine[mine["example_id"].isna()]
     f1 = means[(means["dataset"] == "answers") & (means["metric"] == "token_f1")]["value"]
-    assert list(f1) == [pytest.approx(1.0)]
-    # and each example's score: the four answers, each repeated exactly
+    assert list(f1) == [pytest.approx(got["token_f1"])]
+    # and each example's score, as in the table
     per_example = mine[(mine["dataset"] == "answers") & (mine["metric"] == "token_f1")
-                       & mine["example_id"].notna()]
-    assert len(per_example) == 4 and (per_example["value"] == 1.0).all()
+                       & mine["example_id"].notna()].sort_values("example_id")
+    assert list(per_example["example_id"]) == ["r0", "r1", "r2", "r3"]
+    assert list(per_example["value"]) == pytest.approx(list(table["token_f1"]))
 
 
 def test_bad_datasets_fail_before_anything_is_logged(staged, project: Path) -> None:

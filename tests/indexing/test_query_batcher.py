@@ -20,7 +20,7 @@ def test_concurrent_queries_are_embedded_together_and_equal_to_alone() -> None:
     start = threading.Barrier(len(QUESTIONS))
 
     def ask(question: str) -> list[float]:
-        start.wait()
+        start.wait(30)
         return batcher.embed_one(question)
 
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:

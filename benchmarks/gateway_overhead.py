@@ -18,6 +18,11 @@ the gateway run it serves the gateway. The ratio gateway CPU per token / vLLM AP
 CPU per token (direct run) is the gateway's cost relative to vLLM's own front end
 (target: at most 0.5x).
 
+The gateway runs as it would be exposed: an API key from a keys file, with per-key limits on
+concurrent requests and requests per minute (set above the load, so they are checked on every
+request and refuse none); ``--no-auth`` turns both off. ``--flush-interval`` sets the gateway's
+``log_flush_interval_s`` (how often the write-ahead log commits to Delta).
+
 vLLM gets a new key at each start: direct requests send it (``Authorization: Bearer``) and
 the gateway reads it from ``LLMOPS_ENGINE_API_KEY``. With ``--engine-url`` the key is read
 from that variable.
@@ -46,6 +51,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -455,6 +461,10 @@ def main() -> int:
     p.add_argument("--adapter-rank", type=int, default=16)
     p.add_argument("--workdir", default=None)
     p.add_argument("--engine-arg", action="append", default=[], help="extra vLLM argument")
+    p.add_argument("--no-auth", action="store_true",
+                   help="run the gateway without keys and limits (default: both on)")
+    p.add_argument("--flush-interval", type=float, default=None,
+                   help="the gateway's log_flush_interval_s (default: its own default)")
     p.add_argument("--json-out", default=None, help="write the results as JSON here")
     args = p.parse_args()
 
@@ -495,13 +505,24 @@ def main() -> int:
                   "figures", flush=True)
         gport = free_port()
         (work / "serving").mkdir(exist_ok=True)
+        # auth and per-key limits on, as a deployed gateway runs (limits set above the load,
+        # so they are checked on every request but never refuse one)
+        gw_key = secrets.token_urlsafe(24)
+        gw_headers = {} if args.no_auth else {"Authorization": f"Bearer {gw_key}"}
+        (work / "serving" / "keys.yaml").write_text(
+            "keys:\n  - {name: bench, key: " + gw_key + ", scopes: [invoke, feedback, admin], "
+            f"max_concurrent: {4 * max(args.concurrency)}, requests_per_minute: 1000000}}\n")
         (work / "serving" / "endpoint.yaml").write_text(
             f"engine:\n  url: {engine_url}/v1\n  served_model_name: {args.served_model_name}\n"
             f"  model: {model_path}\n  enable_lora: {str(args.adapter).lower()}\n"
             f"  max_lora_rank: {max(16, args.adapter_rank)}\n"
             f"gateway:\n  port: {gport}\n  max_tokens_cap: {max(1024, args.tokens)}\n"
             f"  default_max_tokens: {max(256, args.tokens)}\n"
+            + (f"  log_flush_interval_s: {args.flush_interval}\n" if args.flush_interval else "")
+            + ("" if args.no_auth else "auth:\n  keys_file: serving/keys.yaml\n")
         )
+        print(f"gateway: auth and per-key limits {'off' if args.no_auth else 'on'}, log flush "
+              f"every {args.flush_interval or 'default'} s", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
         if engine_key:
             env[key_env] = engine_key
@@ -520,7 +541,8 @@ def main() -> int:
             name = register_random_adapter(settings, model_path, args.adapter_rank)
             req = urllib.request.Request(gateway_url + "/admin/adapters/load",
                                          data=json.dumps({"name": name}).encode(),
-                                         headers={"content-type": "application/json"})
+                                         headers={"content-type": "application/json",
+                                                  **gw_headers})
             with urllib.request.urlopen(req, timeout=600) as resp:
                 served = json.loads(resp.read())["loaded"]["model"]
             print(f"adapter {served} (rank {args.adapter_rank}) hot-loaded", flush=True)
@@ -528,7 +550,7 @@ def main() -> int:
         sent_through_gateway = 0
         for model in models:
             load(engine_url, model, 4, 4, 8, 1, f"warm-direct-{model}", engine_headers)
-            load(gateway_url, model, 4, 4, 8, 1, f"warm-gw-{model}")
+            load(gateway_url, model, 4, 4, 8, 1, f"warm-gw-{model}", gw_headers)
             sent_through_gateway += 8
         table = []
         with FolderSampler(settings.state_dir / "wal") as wal:
@@ -542,7 +564,8 @@ def main() -> int:
                         for side, url in order:
                             r = load(url, model, args.tokens, conc, args.requests,
                                      args.client_procs, f"{side}-{model}-c{conc}-r{rnd}",
-                                     engine_headers if side == "direct" else None, cpu_groups)
+                                     engine_headers if side == "direct" else gw_headers,
+                                     cpu_groups)
                             runs[side].append(r)
                             if side == "gateway":
                                 sent_through_gateway += r["requests"] + r["failed"]

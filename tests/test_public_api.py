@@ -37,9 +37,8 @@ def test_indexing_and_lakehouse_exports() -> None:
         "IndexConfig", "IndexReport", "IndexRetriever", "current_index_version", "update_index",
     }
     assert set(llmops.lakehouse.__all__) == {
-        "TABLES", "TableAppender", "append_rows", "check_row", "optimize_tables", "read_table",
-        "schema",
-        "table_path", "vacuum_tables",
+        "LakehouseLockTimeout", "TABLES", "TableAppender", "append_rows", "check_row",
+        "lakehouse_lock", "optimize_tables", "read_table", "schema", "table_path", "vacuum_tables",
     }
     assert set(llmops.lakehouse.TABLES) == {
         "inference_log", "feedback", "eval_results", "index_runs", "monitoring", "rollouts"}

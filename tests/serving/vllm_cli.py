@@ -10,13 +10,14 @@ from typing import Any
 
 
 @cache
-def _parser() -> Any:
+def _parser() -> tuple[Any, Any]:
+    """vLLM's module with ``make_arg_parser`` (it moved in 0.3x) and the parser it makes."""
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     for name in ("vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args"):
         if importlib.util.find_spec(name) is not None:
-            return importlib.import_module(name), importlib.import_module(name).make_arg_parser(
-                FlexibleArgumentParser())
+            module = importlib.import_module(name)
+            return module, module.make_arg_parser(FlexibleArgumentParser())
     raise AssertionError("this vLLM has no make_arg_parser where llmops looks for it")
 
 

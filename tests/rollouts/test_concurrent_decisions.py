@@ -74,6 +74,7 @@ def test_an_abort_during_a_judgement_is_the_last_word(settings, tmp_path: Path,
     rows = history(settings.lakehouse, started.rollout_id)
     assert list(rows["decision"]) == ["start", "continue", "abort"]
     assert list(rows["status"]) == ["running", "running", "aborted"]
+    assert outcome["judged"].judgement.decision == "continue"  # type: ignore[union-attr]
     assert outcome["aborted"].status == "aborted"  # type: ignore[union-attr]
     # the next judgement sees the abort and writes nothing
     again = evaluate_rollout("qa", settings, user="gateway")

@@ -107,6 +107,37 @@ def project(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -
         mlflow.end_run()
 
 
+@pytest.fixture(scope="session")
+def docs_index(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
+    """The repository's docs embedded into a Chroma folder once per session.
+
+    Built by ``llmops index update`` in another process, so every file is on disk when it
+    is copied. ``docs_indexed`` copies it into a test's project: the test's own
+    ``update_index`` then finds each chunk unchanged and embeds nothing (about 20 s saved).
+    """
+    root = tmp_path_factory.mktemp("docs-index")
+    shutil.copytree(REPO / "docs", root / "docs")
+    (root / "llmops.yaml").write_text(PROJECT_YAML.format(models_dir=models_dir))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LLMOPS_", "MLFLOW_TRACKING", "MLFLOW_EXPERIMENT"))}
+    subprocess.run([str(Path(sys.executable).parent / "llmops"), "index", "update"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    return root / ".llmops" / "dev" / "chroma"
+
+
+def copy_docs_index(docs_index: Path, project: Path, env: str = "dev") -> Path:
+    """Put the embedded docs (``docs_index``) where ``env`` of ``project`` keeps Chroma."""
+    target = project / ".llmops" / env / "chroma"
+    shutil.copytree(docs_index, target)
+    return target
+
+
+@pytest.fixture
+def docs_indexed(project: Path, docs_index: Path) -> Path:
+    """The project's ``docs`` collection, already embedded (see ``docs_index``)."""
+    return copy_docs_index(docs_index, project)
+
+
 @pytest.fixture
 def settings(project: Path):
     from llmops.config import load_settings

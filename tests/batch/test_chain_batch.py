@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture
-def chain(settings):
+def chain(settings, docs_indexed):
     from llmops.chains import log_chain
     from llmops.indexing import update_index
     from llmops.prompts import set_alias, sync_prompts

@@ -24,7 +24,7 @@ QUESTION = "What is the lineage canary of llmops?"
 
 
 @pytest.fixture
-def logged(settings, project: Path):
+def logged(settings, project: Path, docs_indexed):
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     update_index(settings, progress=False, record=False)

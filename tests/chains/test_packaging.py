@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture
-def synced(settings):
+def synced(settings, docs_indexed):
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     update_index(settings, progress=False, record=False)

@@ -33,7 +33,7 @@ QUESTIONS = [(q, source) for q, _, source in REFERENCES]
 
 
 @pytest.fixture
-def staged(settings, project: Path):
+def staged(settings, project: Path, docs_indexed):
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     update_index(settings, progress=False, record=False)

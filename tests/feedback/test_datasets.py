@@ -167,7 +167,7 @@ def test_redaction_covers_the_served_messages(settings, tmp_path: Path) -> None:
 
 
 def test_an_sft_row_renders_the_prompt_the_chain_served(settings, project: Path,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, docs_indexed) -> None:
     """Through the real path: a logged chain answers (python API), feedback corrects it, and the
     training text of the SFT row starts with exactly the prompt the model was served."""
     from transformers import AutoTokenizer

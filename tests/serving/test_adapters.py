@@ -86,7 +86,7 @@ def test_hot_load_from_the_registry_only(project: Path, settings, adapter, start
 
 
 def test_startup_load_and_a_chain_that_names_the_adapter(project: Path, settings, adapter,
-                                                         engine_url: str) -> None:
+                                                         engine_url: str, docs_indexed) -> None:
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     update_index(settings, progress=False, record=False)

@@ -13,7 +13,8 @@ from llmops.prompts import set_alias, sync_prompts
 from tests.serving.conftest import wait_rows
 
 
-def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway) -> None:
+def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway,
+                                          docs_indexed) -> None:
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     index = update_index(settings, progress=False, record=False)

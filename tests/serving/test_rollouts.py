@@ -53,7 +53,7 @@ def _rollout_rows(settings) -> int:
 
 @pytest.mark.slow
 def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settings,
-                                                           start_gateway) -> None:
+                                                           start_gateway, docs_indexed) -> None:
     from mlflow import MlflowClient
 
     sync_prompts(settings)

@@ -54,7 +54,7 @@ def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
 
 
 @pytest.fixture
-def served_chain(project: Path, settings) -> None:
+def served_chain(project: Path, settings, docs_indexed) -> None:
     """docs-qa registered and promoted, as in test_chain_endpoint."""
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)

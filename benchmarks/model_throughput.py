@@ -88,7 +88,7 @@ def main() -> None:
 
     from llmops.config import load_settings
     from llmops.models import ensure_smollm2
-    from llmops.serving.engine import resolve_dtype
+    from llmops.models.devices import resolve_dtype
 
     model_dir = str(ensure_smollm2(load_settings(root=REPO).models_dir))
     dtype = resolve_dtype("auto")

@@ -167,13 +167,16 @@ def run_batch(
     on_commit: Callable[[Any], None] | None = None,
     mlflow_run: bool = True,
     keep_frame: bool = True,
+    then: Callable[[Any, RayInfo], Any] | None = None,
 ) -> BatchResult:
     """Run ``worker`` over ``source``'s rows on Ray; write ``output`` (a Delta table folder,
     appended in commits of ``commit_rows`` rows) or return the rows as ``result.frame``.
 
     ``keep`` input columns are copied to the output beside the id. ``on_commit`` is called
     with each committed chunk (a pandas frame) after its commit, for side tables or a store
-    of its own (then ``keep_frame=False`` keeps no rows in memory). Raises
+    of its own (then ``keep_frame=False`` keeps no rows in memory). ``then`` adds stages
+    after the workers' map (a Ray Dataset and the session in, a Dataset out: an engine that
+    generates in batch, say); each output row keeps its id, ``_node`` and ``error``. Raises
     :class:`BatchError` on bad input, or once more than ``max_error_share`` of the rows
     failed (what was committed stays, with each failed row's error).
     """
@@ -211,6 +214,8 @@ def run_batch(
                                            "threads": _threads(info, result.actors)},
             compute=ray.data.ActorPoolStrategy(size=result.actors), batch_size=batch_size,
             batch_format="pandas", **remote)
+        if then is not None:
+            mapped = then(mapped, info)
         frames: list[Any] | None = [] if keep_frame else None
         buffered: list[Any] = []
         bar = _bar(total, job, progress)

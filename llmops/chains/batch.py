@@ -87,15 +87,37 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | None = N
               id_column: str = "id", keep: list[str] | None = None, actors: int | None = None,
               concurrency: int = 4, batch_size: int = 16, max_error_share: float = 0.1,
               commit_rows: int = 256, progress: bool = True, log: bool = True,
-              api_key_env: str = "LLMOPS_API_KEY") -> BatchResult:
+              api_key_env: str = "LLMOPS_API_KEY", vllm: bool = False, engines: int = 1,
+              engine_kwargs: dict[str, Any] | None = None) -> BatchResult:
     """Answer every row of ``source`` with the registered chain ``ref`` (NAME@ALIAS, NAME/V).
 
     ``output`` is a Delta table folder (a rerun skips the rows it holds) or None for a frame.
     With ``log`` every answered row goes to ``inference_log`` with endpoint ``batch``.
+    With ``vllm`` the chain's model runs as vLLM inside the job (``engines`` engines, each on
+    a GPU where the cluster has them; see :mod:`llmops.chains.vllm_batch`), not at an endpoint.
     """
+    from llmops.errors import BatchError
+
     found = model_version(ref, settings)
     job = f"{found.name}/{found.version}"
     on_commit = _inference_log(settings, question_column, id_column) if log else None
+    if vllm:
+        if endpoint:
+            raise BatchError("give an endpoint or vLLM in the job, not both")
+        from llmops.chains.vllm_batch import PromptWorker, engine_model, vllm_stages
+
+        model, adapter = engine_model(settings, job)
+        kept = [c for c in [question_column, *(keep or [])] if c != id_column]
+        return run_batch(
+            f"batch {job} (vLLM)", source, PromptWorker, settings, output=output,
+            id_column=id_column, required=[question_column], keep=kept,
+            worker_kwargs={"settings": settings, "name": found.name,
+                           "version": str(found.version), "question_column": question_column},
+            batch_size=batch_size, actors=actors, max_error_share=max_error_share,
+            commit_rows=commit_rows, progress=progress, on_commit=on_commit,
+            cpus_per_actor=0.25,  # retrieval and a prompt: the engine does the heavy work
+            then=vllm_stages(model, adapter, id_column, kept, engines=engines,
+                             batch_size=batch_size, engine_kwargs=engine_kwargs))
     return run_batch(
         f"batch {job}", source, ChainWorker, settings, output=output, id_column=id_column,
         required=[question_column], keep=[question_column, *(keep or [])],

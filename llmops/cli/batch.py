@@ -37,16 +37,23 @@ def batch() -> None:
 @click.option("--max-error-share", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="The run fails when more of its rows than this failed.")
 @click.option("--no-log", is_flag=True, help="Do not write the rows to inference_log.")
+@click.option("--vllm", is_flag=True,
+              help="Run the chain's model as vLLM inside the job (ray.data.llm; a GPU per engine "
+                   "where the cluster has them, else vLLM's CPU build), not at an endpoint.")
+@click.option("--engines", type=click.IntRange(1), default=1, show_default=True,
+              help="vLLM engines with --vllm (data parallel).")
 @env_option
 @click.pass_context
 def run(ctx: click.Context, ref: str, source: Path, output: Path, endpoint: str | None,
         question_column: str, id_column: str, keep: tuple[str, ...], actors: int | None,
-        concurrency: int, batch_size: int, max_error_share: float, no_log: bool) -> None:
+        concurrency: int, batch_size: int, max_error_share: float, no_log: bool,
+        vllm: bool, engines: int) -> None:
     """Answer every row of --input with the registered chain CHAIN@ALIAS (or CHAIN/VERSION)."""
     from llmops.chains.batch import batch_run
 
     result = batch_run(ref, source, settings_from(ctx), output, endpoint=endpoint,
                        question_column=question_column, id_column=id_column, keep=list(keep),
                        actors=actors, concurrency=concurrency, batch_size=batch_size,
-                       max_error_share=max_error_share, log=not no_log)
+                       max_error_share=max_error_share, log=not no_log, vllm=vllm,
+                       engines=engines)
     click.echo(f"{result.job}: {result.summary()} (MLflow run {result.run_id})")

@@ -6,8 +6,11 @@ settings pick.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ from llmops.config import ChatModelSettings
 from llmops.errors import ChatModelError, MissingExtraError
 from llmops.models.catalog import resolve_model
 
-__all__ = ["LocalChatModel", "build_chat_model"]
+__all__ = ["DeferredCall", "DeferredCalls", "DeferredChatModel", "LocalChatModel", "build_chat_model",
+           "deferred_chat_models"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user"}
 _cache: dict[str, tuple[Any, Any]] = {}
@@ -136,6 +140,17 @@ def build_chat_model(
     an OpenAI-compatible endpoint is asked for the adapter by its served name
     (``settings.model``, which the caller sets).
     """
+    deferred = _deferred.get()
+    if deferred is not None:
+        if settings.kind != "local":
+            raise ChatModelError(
+                f"the chain's chat model is an endpoint ('{settings.kind}': {settings.model}); "
+                "only a local model (chat_model.kind 'local') can run in a batch engine")
+        deferred.models.append((resolve_model(settings.model, models_dir, docs_dir), adapter_path))
+        return DeferredChatModel(
+            calls=deferred, model_path=deferred.models[-1][0],
+            adapter_path=adapter_path, temperature=settings.temperature,
+            max_tokens=settings.max_tokens)
     if settings.kind == "local":
         return LocalChatModel(
             model_path=resolve_model(settings.model, models_dir, docs_dir),
@@ -158,3 +173,100 @@ def build_chat_model(
         timeout=settings.timeout_s,
         max_retries=1,
     )
+
+
+class DeferredCall:
+    """One chat-model call recorded instead of run: what an engine must generate."""
+
+    def __init__(self, model_path: str, adapter_path: str | None, messages: list[dict[str, str]],
+                 temperature: float, max_tokens: int, stop: list[str] | None) -> None:
+        self.model_path, self.adapter_path = model_path, adapter_path
+        self.messages, self.stop = messages, stop
+        self.temperature, self.max_tokens = temperature, max_tokens
+
+
+class DeferredCalls:
+    """The calls the chat models built under :func:`deferred_chat_models` recorded.
+
+    Each call answers a marker naming it; :meth:`take` turns a chain's answer back into the
+    call that produced it, so an engine can generate the real text later, in batch.
+    """
+
+    MARK = "\u2063llmops-deferred-call:"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, DeferredCall] = {}
+        self._next = 0
+        self.made = 0
+        #: (model folder, adapter folder or None) of each chat model built deferred
+        self.models: list[tuple[str, str | None]] = []
+
+    def record(self, call: DeferredCall) -> str:
+        with self._lock:
+            self._next += 1
+            self.made += 1
+            key = f"{self.MARK}{self._next}"
+            self._calls[key] = call
+        return key
+
+    def take(self, answer: Any) -> DeferredCall:
+        """The call whose text ``answer`` is; raises when the answer is not a call's text."""
+        with self._lock:
+            call = self._calls.pop(answer, None) if isinstance(answer, str) else None
+        if call is None:
+            raise ChatModelError(
+                "the chain's answer is not its chat model's text (it transforms it, or makes "
+                "no call): only a chain that answers with the model's text can run its model "
+                "in a batch engine; use the serving endpoint instead")
+        return call
+
+    def discard(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+
+_deferred: ContextVar[DeferredCalls | None] = ContextVar("llmops_deferred_calls", default=None)
+
+
+@contextlib.contextmanager
+def deferred_chat_models() -> Iterator[DeferredCalls]:
+    """Chat models built in the block (a chain loaded from the registry, say) record their
+    calls instead of running a model; a batch engine (vLLM) generates the texts later."""
+    calls = DeferredCalls()
+    token = _deferred.set(calls)
+    try:
+        yield calls
+    finally:
+        _deferred.reset(token)
+
+
+class DeferredChatModel(BaseChatModel):
+    """A local chat model whose calls are recorded in ``calls``, not run (see
+    :func:`deferred_chat_models`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    calls: Any
+    model_path: str
+    adapter_path: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 64
+
+    @property
+    def _llm_type(self) -> str:
+        return "llmops-deferred"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        chat = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+        key = self.calls.record(DeferredCall(
+            self.model_path, self.adapter_path, chat,
+            float(kwargs.get("temperature", self.temperature)),
+            int(kwargs.get("max_tokens", self.max_tokens)), list(stop) if stop else None))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=key))])

@@ -139,6 +139,20 @@ def docs_indexed(project: Path, docs_index: Path) -> Path:
 
 
 @pytest.fixture
+def production_chain(settings, docs_indexed):
+    """docs-qa/1 registered @production, its prompt qa/1 @production, the docs indexed."""
+    from llmops.chains import log_chain
+    from llmops.indexing import update_index
+    from llmops.prompts import set_alias, sync_prompts
+
+    sync_prompts(settings)
+    set_alias("qa", "production", 1, settings)
+    update_index(settings, progress=False, record=False)
+    return log_chain(settings.root / "chains" / "docs_qa.py", alias="production",
+                     settings=settings)
+
+
+@pytest.fixture
 def settings(project: Path):
     from llmops.config import load_settings
 

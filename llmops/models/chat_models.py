@@ -241,17 +241,11 @@ def deferred_chat_models() -> Iterator[DeferredCalls]:
         _deferred.reset(token)
 
 
-class DeferredChatModel(BaseChatModel):
+class DeferredChatModel(LocalChatModel):
     """A local chat model whose calls are recorded in ``calls``, not run (see
     :func:`deferred_chat_models`)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     calls: Any
-    model_path: str
-    adapter_path: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 64
 
     @property
     def _llm_type(self) -> str:

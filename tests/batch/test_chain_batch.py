@@ -10,19 +10,6 @@ import pytest
 from tests.conftest import run_cli
 
 
-@pytest.fixture
-def chain(settings, docs_indexed):
-    from llmops.chains import log_chain
-    from llmops.indexing import update_index
-    from llmops.prompts import set_alias, sync_prompts
-
-    sync_prompts(settings)
-    set_alias("qa", "production", 1, settings)
-    update_index(settings, progress=False, record=False)
-    return log_chain(settings.root / "chains" / "docs_qa.py", alias="production",
-                     settings=settings)
-
-
 def _questions(path: Path) -> list[dict]:
     golden = [json.loads(x) for x in (Path(__file__).parents[2] / "evals" / "golden.jsonl")
               .read_text().splitlines() if x]
@@ -33,7 +20,8 @@ def _questions(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_batch_run_answers_a_table_logs_each_row_and_resumes(chain, settings, project) -> None:
+def test_batch_run_answers_a_table_logs_each_row_and_resumes(production_chain,
+                                                             settings, project) -> None:
     from deltalake import DeltaTable
 
     from llmops.chains import invoke
@@ -70,7 +58,7 @@ def test_batch_run_answers_a_table_logs_each_row_and_resumes(chain, settings, pr
     assert len(read_table(settings.lakehouse, "inference_log")) == len(log)
 
 
-def test_batch_run_refuses_an_unknown_chain_and_writes_nothing(chain, project) -> None:
+def test_batch_run_refuses_an_unknown_chain_and_writes_nothing(production_chain, project) -> None:
     _questions(project / "questions.jsonl")
     ran = run_cli("batch", "run", "docs-qa@nowhere", "--input", "questions.jsonl",
                   "--output", "answers", cwd=project)

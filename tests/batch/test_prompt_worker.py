@@ -12,25 +12,11 @@ import yaml
 
 from llmops.errors import ChatModelError
 
-
-@pytest.fixture
-def chain(settings, docs_indexed):
-    from llmops.chains import log_chain
-    from llmops.indexing import update_index
-    from llmops.prompts import set_alias, sync_prompts
-
-    sync_prompts(settings)
-    set_alias("qa", "production", 1, settings)
-    update_index(settings, progress=False, record=False)
-    return log_chain(settings.root / "chains" / "docs_qa.py", alias="production",
-                     settings=settings)
-
-
 QUESTIONS = ["How do I promote a chain to production?", "",
              "Which Delta table logs every request the gateway serves?"]
 
 
-def test_each_row_carries_the_request_the_chain_would_send(chain, settings, models_dir,
+def test_each_row_carries_the_request_the_chain_would_send(production_chain, settings, models_dir,
                                                           project) -> None:
     from llmops.chains import invoke
     from llmops.chains.vllm_batch import PromptWorker, engine_model
@@ -54,7 +40,7 @@ def test_each_row_carries_the_request_the_chain_would_send(chain, settings, mode
         assert out.loc[i, "index_version"] == direct["index_version"]
 
 
-def test_a_chain_that_rewrites_its_model_text_is_refused_row_by_row(chain, settings,
+def test_a_chain_that_rewrites_its_model_text_is_refused_row_by_row(production_chain, settings,
                                                                      project) -> None:
     from llmops.chains import log_chain
     from llmops.chains.vllm_batch import PromptWorker
@@ -75,7 +61,7 @@ def test_a_chain_that_rewrites_its_model_text_is_refused_row_by_row(chain, setti
     assert pd.isna(out.loc[0, "_llm_request"])
 
 
-def test_a_chain_whose_model_is_an_endpoint_is_refused_before_the_job(chain, settings,
+def test_a_chain_whose_model_is_an_endpoint_is_refused_before_the_job(production_chain, settings,
                                                                       project) -> None:
     from llmops.chains import log_chain
     from llmops.chains.batch import batch_run

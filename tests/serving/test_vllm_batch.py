@@ -13,22 +13,9 @@ import pytest
 from tests.conftest import run_cli
 
 
-@pytest.fixture
-def chain(settings, docs_indexed):
-    from llmops.chains import log_chain
-    from llmops.indexing import update_index
-    from llmops.prompts import set_alias, sync_prompts
-
-    sync_prompts(settings)
-    set_alias("qa", "production", 1, settings)
-    update_index(settings, progress=False, record=False)
-    return log_chain(settings.root / "chains" / "docs_qa.py", alias="production",
-                     settings=settings)
-
-
 @pytest.mark.slow
-def test_vllm_in_the_job_answers_from_the_chains_request(chain, settings, project: Path,
-                                                    engine) -> None:
+def test_vllm_in_the_job_answers_from_the_chains_request(production_chain, settings,
+                                                        project: Path, engine) -> None:
     import openai
     import yaml
     from deltalake import DeltaTable

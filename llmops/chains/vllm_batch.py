@@ -112,7 +112,7 @@ def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str]
 
     Returns ``then(dataset, ray_info) -> dataset`` for :func:`llmops.batch.run_batch`. With
     no GPU in the cluster each engine runs vLLM's CPU build on ``cpus_per_engine`` CPUs
-    (default: all but one of a node's, at least one).
+    (default: all but 1.5 of a node's, at least half of one).
     """
     columns = [id_column, *keep, *ChainWorker.output_schema, "error", "_node"]
 

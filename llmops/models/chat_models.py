@@ -32,6 +32,11 @@ _cache: dict[str, tuple[Any, Any]] = {}
 _cache_lock = threading.Lock()
 
 
+def _chat(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the role/content dicts a chat template takes."""
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+
+
 def _load(path: str, adapter_path: str | None = None) -> tuple[Any, Any]:
     """Tokenizer and model for ``path`` (with a LoRA adapter merged in), loaded once per process."""
     key = f"{path}::{adapter_path or ''}"
@@ -96,9 +101,7 @@ class LocalChatModel(BaseChatModel):
         import torch
 
         tokenizer, model = _load(self.model_path, self.adapter_path)
-        chat = [
-            {"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages
-        ]
+        chat = _chat(messages)
         enc = tokenizer.apply_chat_template(
             chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
@@ -178,9 +181,8 @@ def build_chat_model(
 class DeferredCall:
     """One chat-model call recorded instead of run: what an engine must generate."""
 
-    def __init__(self, model_path: str, adapter_path: str | None, messages: list[dict[str, str]],
-                 temperature: float, max_tokens: int, stop: list[str] | None) -> None:
-        self.model_path, self.adapter_path = model_path, adapter_path
+    def __init__(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
+                 stop: list[str] | None) -> None:
         self.messages, self.stop = messages, stop
         self.temperature, self.max_tokens = temperature, max_tokens
 
@@ -197,16 +199,14 @@ class DeferredCalls:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, DeferredCall] = {}
-        self._next = 0
         self.made = 0
         #: (model folder, adapter folder or None) of each chat model built deferred
         self.models: list[tuple[str, str | None]] = []
 
     def record(self, call: DeferredCall) -> str:
         with self._lock:
-            self._next += 1
             self.made += 1
-            key = f"{self.MARK}{self._next}"
+            key = f"{self.MARK}{self.made}"
             self._calls[key] = call
         return key
 
@@ -258,9 +258,7 @@ class DeferredChatModel(LocalChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chat = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
         key = self.calls.record(DeferredCall(
-            self.model_path, self.adapter_path, chat,
-            float(kwargs.get("temperature", self.temperature)),
+            _chat(messages), float(kwargs.get("temperature", self.temperature)),
             int(kwargs.get("max_tokens", self.max_tokens)), list(stop) if stop else None))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=key))])

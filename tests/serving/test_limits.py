@@ -85,6 +85,44 @@ def _check_limits(gw: GatewayProcess) -> None:
     assert "rate limit: key metered refused" in gw.output()
 
 
+def test_a_client_gone_mid_stream_stops_the_relay_frees_its_slot_and_is_logged(
+        engine_url: str, project: Path) -> None:
+    """A client that closes its connection in the middle of a long stream: the gateway stops
+    relaying (and so stops the engine's generation), logs the request as 499 with what was
+    streamed so far, and the key's only slot is free again at once."""
+    (project / "keys.yaml").write_text(
+        "keys:\n  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n")
+    port = free_port()
+    write_endpoint(project, engine_url, port, max_tokens_cap=1500)
+    with open(project / "serving" / "endpoint.yaml", "a") as f:
+        f.write("auth:\n  keys_file: keys.yaml\n")
+    gw = GatewayProcess(project, port, env={"LLMOPS_API_KEYS": ""}).wait_ready()
+    single = {"Authorization": "Bearer k-single"}
+    long = {"model": "base", "messages": MSGS, "max_tokens": 1500, "ignore_eos": True,
+            "stream": True}
+    try:
+        with httpx.Client(base_url=gw.url, timeout=120) as s, s.stream(
+                "POST", "/v1/chat/completions", headers=single, json=long) as r:
+            rid = r.headers["x-request-id"]
+            assert next(r.iter_lines()).startswith("data: ")
+        # leaving both blocks closed the connection with most of the stream unread
+        gone_at = time.time()
+        with httpx.Client(base_url=gw.url, timeout=120) as h:
+            short = {"model": "base", "messages": MSGS, "max_tokens": 2}
+            status = h.post("/v1/chat/completions", json=short, headers=single).status_code
+            while status == 429 and time.time() - gone_at < 10:
+                time.sleep(0.1)
+                status = h.post("/v1/chat/completions", json=short, headers=single).status_code
+        assert status == 200  # the slot came back without waiting for 1,500 tokens
+        rows = wait_rows(project, "inference_log", 2)
+        row = rows[rows["request_id"] == rid].iloc[0]
+        assert row["status"] == 499 and row["client"] == "single"
+        assert 1 <= row["completion_tokens"] < 1500
+        assert row["response"] and len(row["response"]) < 1500 * 20
+    finally:
+        gw.stop()
+
+
 def test_metric_labels_hold_only_known_names(start_gateway) -> None:
     gw = start_gateway()
     with httpx.Client(base_url=gw.url, timeout=60) as h:

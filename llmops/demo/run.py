@@ -113,7 +113,9 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
         url = endpoint.wait_ready()
         # the gates' evaluations ask the chains' chat model through the endpoint, one question
         # at a time: greedy answers then do not depend on how requests were batched, so an
-        # identical candidate scores exactly as production does
+        # identical candidate scores exactly as production does (step 10's gate, which no
+        # equality rests on, asks evals/gate.yaml's number at a time)
+        concurrency = gate_config.concurrency
         gate_config = gate_config.model_copy(update={"endpoint": url, "concurrency": 1})
         gate = run_gate(logged.name, settings, config=gate_config)
         _report_gate(clock, echo, 5, gate, "on fixed thresholds")
@@ -138,7 +140,8 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
              f"(golden: {_scores(equal_gate.candidate_report)})")
         _echo_reasons(echo, equal_gate)
 
-        result.update(_serve_steps(settings, url, logged.name, users, clock, echo, gate_config))
+        result.update(_serve_steps(settings, url, logged.name, users, clock, echo,
+                                   gate_config.model_copy(update={"concurrency": concurrency})))
     built["items"] += [
         f"adapter {result['adapter'].model_name}/{result['adapter'].version} "
         f"(served as {result['served_adapter']})",

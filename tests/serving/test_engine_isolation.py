@@ -121,7 +121,7 @@ def write_own_engine_endpoint(project: Path, gateway_port: int, engine_port: int
     (project / "serving").mkdir(exist_ok=True)
     (project / "serving" / "endpoint.yaml").write_text(
         f"engine:\n  port: {engine_port}\n  max_model_len: 512\n  enable_lora: false\n"
-        f"  cpu_kvcache_space_gib: 1\n  start_timeout_s: 600\n"
+        f"  cpu_kvcache_space_gib: 1\n  start_timeout_s: 600\n  extra_args: [--enforce-eager]\n"
         f"gateway:\n  host: 127.0.0.1\n  port: {gateway_port}\n  max_tokens_cap: 64\n"
         f"  log_flush_interval_s: 0.2\n  upstream_timeout_s: 60\n")
 

@@ -36,17 +36,22 @@ def test_a_request_without_max_tokens_gets_the_default_cap(start_gateway, projec
     assert sent[1] == {**body, "max_tokens": 7}
 
 
-def test_per_key_limits_answer_429_with_retry_after(engine_url: str, project: Path) -> None:
-    (project / "keys.yaml").write_text(
-        "keys:\n"
-        "  - {name: metered, key: k-metered, scopes: [invoke], requests_per_minute: 2}\n"
-        "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n"
-        "  - {name: free, key: k-free, scopes: [invoke]}\n")
+def _gateway_with_keys(project: Path, engine_url: str, keys: str) -> GatewayProcess:
+    """A ready gateway whose keys (YAML list items) come from a keys file."""
+    (project / "keys.yaml").write_text("keys:\n" + keys)
     port = free_port()
     write_endpoint(project, engine_url, port, max_tokens_cap=1500)
     with open(project / "serving" / "endpoint.yaml", "a") as f:
         f.write("auth:\n  keys_file: keys.yaml\n")
-    gw = GatewayProcess(project, port, env={"LLMOPS_API_KEYS": ""}).wait_ready()
+    return GatewayProcess(project, port, env={"LLMOPS_API_KEYS": ""}).wait_ready()
+
+
+def test_per_key_limits_answer_429_with_retry_after(engine_url: str, project: Path) -> None:
+    gw = _gateway_with_keys(
+        project, engine_url,
+        "  - {name: metered, key: k-metered, scopes: [invoke], requests_per_minute: 2}\n"
+        "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n"
+        "  - {name: free, key: k-free, scopes: [invoke]}\n")
     try:
         _check_limits(gw)
     finally:
@@ -90,13 +95,9 @@ def test_a_client_gone_mid_stream_stops_the_relay_frees_its_slot_and_is_logged(
     """A client that closes its connection in the middle of a long stream: the gateway stops
     relaying (and so stops the engine's generation), logs the request as 499 with what was
     streamed so far, and the key's only slot is free again at once."""
-    (project / "keys.yaml").write_text(
-        "keys:\n  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n")
-    port = free_port()
-    write_endpoint(project, engine_url, port, max_tokens_cap=1500)
-    with open(project / "serving" / "endpoint.yaml", "a") as f:
-        f.write("auth:\n  keys_file: keys.yaml\n")
-    gw = GatewayProcess(project, port, env={"LLMOPS_API_KEYS": ""}).wait_ready()
+    gw = _gateway_with_keys(
+        project, engine_url,
+        "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n")
     single = {"Authorization": "Bearer k-single"}
     long = {"model": "base", "messages": MSGS, "max_tokens": 1500, "ignore_eos": True,
             "stream": True}

@@ -182,7 +182,6 @@ class _RelayResponse(Response):
 
     def __init__(self, relay: _Relay, release: Callable[[], None], rid: str) -> None:
         self.status_code = 200
-        self.background = None
         self.init_headers({"X-Request-Id": rid})
         self._relay, self._release = relay, release
 

@@ -119,7 +119,7 @@ def test_a_client_gone_mid_stream_stops_the_relay_frees_its_slot_and_is_logged(
         row = rows[rows["request_id"] == rid].iloc[0]
         assert row["status"] == 499 and row["client"] == "single"
         assert 1 <= row["completion_tokens"] < 1500
-        assert row["response"] and len(row["response"]) < 1500 * 20
+        assert row["response"]  # what was streamed before the client left
     finally:
         gw.stop()
 

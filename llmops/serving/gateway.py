@@ -38,6 +38,21 @@ from llmops.serving.wal import WriteAheadLog
 __all__ = ["Gateway"]
 
 
+class _ServerSend:
+    """The outermost layer: puts the server's own ``send`` in the scope (``llmops.send``).
+
+    The stream relay sends its body chunks there, past the middlewares' ``send``
+    wrappers, which only watch for the response's start (that still goes through them).
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope["llmops.send"] = send
+        await self.app(scope, receive, send)
+
+
 class Gateway:
     """The ASGI app (``gateway.app``) and the state behind it (``gateway.state``).
 
@@ -56,14 +71,14 @@ class Gateway:
         self.state = GatewayState(config, env, upstream, keys, wal, requests, chains, adapters,
                                   engine_alive, rollouts)
         self.wal = wal
-        self.app = Starlette(
+        self.app = _ServerSend(Starlette(
             routes=[*proxy_routes(self.state), *chain_routes(self.state),
                     *rollout_routes(self.state),
                     *feedback_routes(self.state), *health_routes(self.state),
                     *admin_routes(self.state), *openapi_routes(config.gateway),
                     *widget_routes(config.gateway, keys.required)],  # the page at / and widget.js
             middleware=[*widget_middleware(config.gateway), auth_middleware(keys)],
-            lifespan=self._lifespan)
+            lifespan=self._lifespan))
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -112,8 +112,17 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         raise
 
 
+_DONE = b"\ndata: [DONE]"  # the end-of-stream event, at the start of a line
+_PARSE_AT = 32 * 1024  # bytes buffered before the log's parse catches up
+
+
 class _Relay:
-    """Pass the engine's SSE bytes through; parse only the text and usage for the log."""
+    """Pass the engine's SSE bytes through; parse only the text and usage for the log.
+
+    The bytes go on as they arrive; the log's parse runs in batches (one JSON parse for
+    all the events buffered, at the end of the stream or every ``_PARSE_AT`` bytes), so
+    that a relayed chunk costs a list append and a search for the end-of-stream event.
+    """
 
     def __init__(self, resp: aiohttp.ClientResponse, base: dict[str, Any], start: float,
                  gw: GatewayState) -> None:
@@ -122,41 +131,67 @@ class _Relay:
         self.usage: dict[str, Any] = {}
         self.chunks = 0
         self.logged = False
+        self._buffered: list[bytes] = []
+        self._size = 0
+        self._partial = b""  # a line cut by a read's boundary
+        self._tail = b"\n"  # the last bytes seen; the stream's start is a line's start
+
+    def feed(self, raw: bytes) -> bool:
+        """Buffer ``raw`` for the log; True once the end-of-stream event has arrived."""
+        self._buffered.append(raw)
+        self._size += len(raw)
+        window = self._tail + raw
+        self._tail = window[1 - len(_DONE):]
+        done = _DONE in window
+        if done or self._size >= _PARSE_AT:
+            self.parse()
+        return done
+
+    def parse(self) -> None:
+        """Read the text and usage of every complete event buffered."""
+        if not self._buffered:
+            return
+        *lines, self._partial = (self._partial + b"".join(self._buffered)).split(b"\n")
+        self._buffered.clear()
+        self._size = 0
+        payloads = [line[6:] for line in lines
+                    if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]")]
+        if not payloads:
+            return
+        try:
+            events = loads(b"[" + b",".join(payloads) + b"]")
+        except ValueError:  # one bad event: parse them one by one, skipping what is not JSON
+            events = []
+            for payload in payloads:
+                try:
+                    events.append(loads(payload))
+                except ValueError:
+                    continue
+        for event in events:
+            if not isinstance(event, dict):
+                continue
+            if event.get("usage"):
+                self.usage = event["usage"]
+            for choice in event.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content") or choice.get("text")
+                if piece:
+                    self.parts.append(piece)
+                    self.chunks += 1
 
     def log(self, status: int) -> None:
         if self.logged:
             return
         self.logged = True
+        self.parse()
         self.gw.log({**self.base, "response": "".join(self.parts), "status": status,
                      "latency_ms": (time.perf_counter() - self.start) * 1000,
                      "prompt_tokens": self.usage.get("prompt_tokens"),
                      "completion_tokens": self.usage.get("completion_tokens", self.chunks)})
 
     async def events(self) -> AsyncIterator[bytes]:
-        pending = b""
         try:
             async for raw in self.resp.content.iter_any():
-                pending += raw
-                *lines, pending = pending.split(b"\n")
-                done = False
-                for line in lines:
-                    if not line.startswith(b"data: "):
-                        continue
-                    if line.startswith(b"data: [DONE]"):
-                        done = True
-                        continue
-                    try:
-                        event = loads(line[6:])
-                    except ValueError:
-                        continue
-                    if event.get("usage"):
-                        self.usage = event["usage"]
-                    for choice in event.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content") or choice.get("text")
-                        if piece:
-                            self.parts.append(piece)
-                            self.chunks += 1
-                if done:
+                if self.feed(raw):
                     self.log(200)  # durable before the client sees the end of the stream
                 yield raw
         except (aiohttp.ClientError, TimeoutError):
@@ -201,6 +236,7 @@ class _RelayResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
+            send = scope.get("llmops.send", send)  # the body past the middlewares' wrappers
             async for chunk in self._relay.events():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             state["streaming"] = False

@@ -107,9 +107,13 @@ def _settle_garbage_collector() -> None:
     """Keep the garbage collector off what start-up loaded: its objects (MLflow, pandas,
     pyarrow, ...) move to the permanent generation, so collections no longer walk them.
     Sampled (``py-spy``) under 128 streams from a stub engine, the collector held 16% of the
-    gateway's busy CPU, and 10% once frozen."""
+    gateway's busy CPU, and 10% once frozen. The youngest generation is then collected
+    every 10,000 allocations instead of 700: a relayed chunk allocates a few short-lived
+    objects, and timed by ``gc.callbacks`` the collections still took 3% of the serving
+    thread's CPU; with the higher threshold, almost none."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,

@@ -120,7 +120,7 @@ def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str]
         import ray
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-        from llmops.models.devices import resolve_dtype
+        from llmops.models.devices import resolve_dtype, vllm_cpu_environment
 
         kwargs: dict[str, Any] = {"dtype": resolve_dtype("auto"), **(engine_kwargs or {})}
         if adapter:
@@ -134,7 +134,8 @@ def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str]
             # room to run, or the pipeline would wait on itself
             cpus = cpus_per_engine or max(0.5, info.cpus / max(1, info.nodes) - 1.5)
             placement = {"bundles": [{"CPU": cpus}]}
-            env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+            env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_NUM_OF_RESERVED_CPU="0",
+                       **vllm_cpu_environment())
         light = {"num_cpus": 0.1, "concurrency": 1}
         config = vLLMEngineProcessorConfig(
             model_source=model, engine_kwargs=kwargs, batch_size=batch_size,

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmops.models.devices import vllm_cpu_environment
 from llmops.serving.config import EngineConfig
-from llmops.serving.engine import Engine, EngineError
+from llmops.serving.engine import Engine, EngineError, engine_environment
 from tests.conftest import free_port, run_cli
 from tests.serving.conftest import CANARY_SECRETS, GatewayProcess
 
@@ -114,6 +115,16 @@ def test_the_engine_environment_holds_none_of_the_gateways_secrets(engine) -> No
     for pid in (guard, vllm):
         assert engine.api_key not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
     assert "PATH" in environ and environ["VLLM_CPU_KVCACHE_SPACE"]
+    # the CPU build caches Inductor's output (its AOT artifacts never load back)
+    assert environ.get("VLLM_USE_AOT_COMPILE") == vllm_cpu_environment().get("VLLM_USE_AOT_COMPILE")
+
+
+def test_the_engine_environment_takes_vllm_settings_from_the_gateways() -> None:
+    cfg = EngineConfig()
+    ours = engine_environment(cfg, "k", {})
+    assert ours["VLLM_USE_AOT_COMPILE"] == "0"  # the CPU build is what this machine has
+    theirs = engine_environment(cfg, "k", {"VLLM_USE_AOT_COMPILE": "1", "VLLM_API_KEY": "x"})
+    assert (theirs["VLLM_USE_AOT_COMPILE"], theirs["VLLM_API_KEY"]) == ("1", "k")
 
 
 # -- llmops serve with its own engine ------------------------------------------------------------

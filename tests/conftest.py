@@ -6,11 +6,8 @@ everything else (MLflow sqlite stores, artifacts) lives in a temp project.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,8 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         has_gpu = torch.cuda.is_available()
     except ImportError:
         has_gpu = False
-    # the demo runs in the background from the session's start: its test waits for it, last
-    items.sort(key=lambda item: item.nodeid.endswith(DEMO_TEST))
     if has_gpu:
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (runs on the accelerator machine)")
@@ -87,110 +82,23 @@ envs:
 """
 
 
-# the variables that would point a test's project at other stores
-STORE_VARIABLES = ("LLMOPS_ENV", "LLMOPS_TRACKING_URI", "LLMOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI",
-                   "LLMOPS_PROD_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
-
-
-def make_project(root: Path, models_dir: Path) -> Path:
-    """A fresh project at ``root``: prompts and chains committed in git, docs, llmops.yaml."""
+@pytest.fixture
+def project(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project (prompts, chains, llmops.yaml) as the cwd, with isolated stores."""
+    root = tmp_path / "proj"
     root.mkdir()
     shutil.copytree(REPO / "prompts", root / "prompts")
     shutil.copytree(REPO / "chains", root / "chains")
     (root / ".gitignore").write_text(".llmops/\n")
     (root / "llmops.yaml").write_text(PROJECT_YAML.format(models_dir=models_dir))
+    monkeypatch.chdir(root)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
     shutil.copytree(REPO / "docs", root / "docs")
-    return root
-
-
-DEMO_TEST = "test_demo.py::test_demo_runs_the_whole_loop_on_smollm2"
-DEMO_DEADLINE_S = 3600  # from its start; alone on this 2-core machine it takes 14-16 min
-
-
-def prepare_demo_project(root: Path, models_dir: Path) -> None:
-    """The repository's own serving, evals and finetune settings, as ``make demo`` uses them,
-    but for one: the gates' latency bar. The demo runs beside the other tests, so an
-    evaluation's latency depends on what else runs at that moment; the quality bars stay."""
-    for folder in ("serving", "evals", "finetune"):
-        shutil.copytree(REPO / folder, root / folder)
-    app = (REPO / "llmops.yaml").read_text()
-    (root / "llmops.yaml").write_text(app + f"models_dir: {models_dir}\n")
-    gate = root / "evals" / "gate.yaml"
-    text, count = re.subn(r"(latency_ms: \{higher_is_better: false, tolerance:) [0-9.]+",
-                          r"\1 50.0", gate.read_text())
-    assert count == 1, "evals/gate.yaml's latency_ms bar changed: update prepare_demo_project"
-    gate.write_text(text)
-
-
-class BackgroundDemo:
-    """``llmops demo`` in its own project and process group; its test reads the outcome."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root = root
-        self.stdout_path = root.parent / "demo.stdout"
-        self.stderr_path = root.parent / "demo.stderr"
-        self.started = time.monotonic()
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "llmops"), "demo"],
-                                         cwd=root, env=env, stdout=out, stderr=err,
-                                         start_new_session=True)
-
-    def result(self) -> subprocess.CompletedProcess[str]:
-        """Wait for the demo to end (at most ``DEMO_DEADLINE_S`` from its start)."""
-        left = DEMO_DEADLINE_S - (time.monotonic() - self.started)
-        try:
-            self.proc.wait(timeout=max(1.0, left))
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError(f"llmops demo still ran {DEMO_DEADLINE_S} s after its start; "
-                                 f"its output is in {self.stdout_path}") from None
-        return subprocess.CompletedProcess(
-            self.proc.args, self.proc.returncode,
-            self.stdout_path.read_text(errors="replace"), self.stderr_path.read_text(errors="replace"))
-
-    def stop(self) -> None:
-        """Stop the demo and what it started (its gateway; the gateway's watchdog stops vLLM)."""
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
-            if self.proc.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(wait)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def background_demo(request: pytest.FixtureRequest,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundDemo | None]:
-    """``llmops demo``, started as the session starts when its test is selected.
-
-    The demo is one long process (14-16 min on 2 cores) that leaves a core idle much of
-    the time; run beside the other tests instead of after them, most of it is hidden.
-    Its test, last in the session, waits for it and checks what it printed and stored.
-    """
-    if not any(item.nodeid.endswith(DEMO_TEST) for item in request.session.items):
-        yield None
-        return
-    models_dir = request.getfixturevalue("models_dir")
-    request.getfixturevalue("smollm2_dir")  # converted before the demo asks for it
-    root = make_project(tmp_path_factory.mktemp("demo") / "proj", models_dir)
-    prepare_demo_project(root, models_dir)
-    env = {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES}
-    demo = BackgroundDemo(root, env)
-    yield demo
-    demo.stop()
-
-
-@pytest.fixture
-def project(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh project (prompts, chains, llmops.yaml) as the cwd, with isolated stores."""
-    root = make_project(tmp_path / "proj", models_dir)
-    monkeypatch.chdir(root)
-    for var in STORE_VARIABLES:
+    for var in ("LLMOPS_ENV", "LLMOPS_TRACKING_URI", "LLMOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI",
+                "LLMOPS_PROD_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
     yield root
     import mlflow

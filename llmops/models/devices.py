@@ -33,7 +33,6 @@ def resolve_dtype(dtype: str) -> str:
     return "float32"
 
 
-
 @cache
 def vllm_cpu_environment() -> dict[str, str]:
     """Environment defaults for vLLM's CPU build (nothing for any other build).

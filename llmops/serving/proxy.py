@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +22,6 @@ from llmops.serving.auth import ApiKey, require
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import check_generation, with_default_max_tokens
 from llmops.serving.state import GatewayState
-from llmops.serving.upstream import loads
 
 __all__ = ["proxy_routes"]
 
@@ -159,12 +159,12 @@ class _Relay:
         if not payloads:
             return
         try:
-            events = loads(b"[" + b",".join(payloads) + b"]")
+            events = orjson.loads(b"[" + b",".join(payloads) + b"]")
         except ValueError:  # one bad event: parse them one by one, skipping what is not JSON
             events = []
             for payload in payloads:
                 try:
-                    events.append(loads(payload))
+                    events.append(orjson.loads(payload))
                 except ValueError:
                     continue
         for event in events:
@@ -264,7 +264,7 @@ async def _whole(gw: GatewayState, resp: aiohttp.ClientResponse, base: dict[str,
         resp.release()
     text, usage = "", {}
     try:
-        body = loads(data)
+        body = orjson.loads(data)
         usage = body.get("usage") or {}
         choice = (body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or choice.get("text") or ""

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from llmops.serving.auth import ApiKey, KeyRing
@@ -23,7 +24,7 @@ from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
 from llmops.serving.request_index import RequestIndex
 from llmops.serving.rollouts import RolloutRouter
-from llmops.serving.upstream import Upstream, loads
+from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog, utcnow
 
 __all__ = ["GatewayState"]
@@ -78,7 +79,7 @@ class GatewayState:
             if len(body) > limit:
                 raise HTTPError(413, f"request body over {limit} bytes")
         try:
-            payload = loads(bytes(body))
+            payload = orjson.loads(bytes(body))
         except ValueError as exc:
             raise HTTPError(400, "the body is not valid JSON") from exc
         if not isinstance(payload, dict):

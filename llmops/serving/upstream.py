@@ -21,14 +21,9 @@ import orjson
 
 from llmops.serving.errors import HTTPError
 
-__all__ = ["Upstream", "loads"]
+__all__ = ["Upstream"]
 
 _RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-
-
-def loads(data: bytes) -> Any:
-    """Parse JSON (orjson: the gateway parses every event of every stream it relays)."""
-    return orjson.loads(data)
 
 
 async def _on_reuse(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any) -> None:
@@ -123,7 +118,7 @@ class Upstream:
                 status, data = await self.get("/v1/models", 10)
                 if status != 200:
                     raise ValueError(f"status {status}")
-                self._models = {m["id"] for m in loads(data).get("data", [])}
+                self._models = {m["id"] for m in orjson.loads(data).get("data", [])}
                 self._models_at = time.monotonic()
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 raise HTTPError(503, "the engine is unavailable", "engine_unavailable") from exc

@@ -54,8 +54,9 @@ class Endpoint:
         return self.url
 
 
-def _endpoint_file(settings: Settings, gateway: dict[str, Any]) -> Path:
-    """The project's endpoint settings with ``gateway`` laid over them, in the state folder."""
+def _endpoint_file(settings: Settings, gateway: dict[str, Any], engine_args: list[str]) -> Path:
+    """The project's endpoint settings with ``gateway`` laid over them and ``engine_args``
+    added to the engine's, in the state folder."""
     import yaml
 
     from llmops.serving.config import ENDPOINT_FILE
@@ -63,26 +64,32 @@ def _endpoint_file(settings: Settings, gateway: dict[str, Any]) -> Path:
     source = settings.root / ENDPOINT_FILE
     raw = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}) if source.is_file() else {}
     raw["gateway"] = {**(raw.get("gateway") or {}), **gateway}
+    engine = raw["engine"] = dict(raw.get("engine") or {})
+    own = list(engine.get("extra_args") or [])
+    engine["extra_args"] = own + [arg for arg in engine_args if arg not in own]
     out = settings.state_dir / "demo" / "endpoint.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# {source} for the demo, with: {gateway}\n" + yaml.safe_dump(raw),
-                   encoding="utf-8")
+    out.write_text(f"# {source} for the demo, with: {gateway}, engine arguments {engine_args}\n"
+                   + yaml.safe_dump(raw), encoding="utf-8")
     return out
 
 
 @contextlib.contextmanager
 def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 900,
-            gateway: dict[str, Any] | None = None) -> Iterator[Endpoint]:
+            gateway: dict[str, Any] | None = None,
+            engine_args: tuple[str, ...] = ()) -> Iterator[Endpoint]:
     """``llmops serve`` on free ports for the block, started at once (the engine loads while
     the block goes on); ``wait_ready()`` on what it yields gives the gateway URL.
 
-    ``gateway`` overrides fields of the endpoint file's ``gateway`` section for this run.
+    ``gateway`` overrides fields of the endpoint file's ``gateway`` section for this run;
+    ``engine_args`` are more vLLM arguments for its engine.
     """
     gport, eport = _free_port(), _free_port()
     log_path = settings.state_dir / "logs" / "demo-serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
-    config = ["--config", str(_endpoint_file(settings, gateway))] if gateway else []
+    config = (["--config", str(_endpoint_file(settings, gateway or {}, list(engine_args)))]
+              if gateway or engine_args else [])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,

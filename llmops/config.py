@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.errors import ConfigError
+from llmops.yamlfile import load_yaml_model
 
 __all__ = [
     "PROJECT_FILE",
@@ -239,27 +239,8 @@ def load_project(root: Path | None) -> ProjectConfig:
     """Read and validate ``llmops.yaml`` in ``root``; embedded defaults when there is none."""
     if root is None:
         return ProjectConfig()
-    path = root / PROJECT_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{path}:{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    try:
-        return ProjectConfig.model_validate(_interpolate(raw, ""))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: field '{field}': {err['msg']}") from exc
+    return load_yaml_model(root / PROJECT_FILE, ProjectConfig, what="project file",
+                           prepare=lambda raw: _interpolate(raw, ""))
 
 
 def _abs(root: Path, value: str | None, default: Path) -> Path:

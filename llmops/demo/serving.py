@@ -16,6 +16,7 @@ from typing import Any
 
 from llmops.config import Settings
 from llmops.errors import LlmopsError
+from llmops.yamlfile import read_yaml_mapping
 
 __all__ = ["Endpoint", "serving", "wait_for_rows"]
 
@@ -62,7 +63,7 @@ def _endpoint_file(settings: Settings, gateway: dict[str, Any], engine_args: lis
     from llmops.serving.config import ENDPOINT_FILE
 
     source = settings.root / ENDPOINT_FILE
-    raw = (yaml.safe_load(source.read_text(encoding="utf-8")) or {}) if source.is_file() else {}
+    raw = read_yaml_mapping(source, what="endpoint config", missing_ok=True)
     raw["gateway"] = {**(raw.get("gateway") or {}), **gateway}
     engine = raw["engine"] = dict(raw.get("engine") or {})
     own = list(engine.get("extra_args") or [])

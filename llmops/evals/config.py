@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.config import Settings
-from llmops.errors import ConfigError
+from llmops.yamlfile import load_yaml_model
 
 __all__ = ["GateConfig", "MetricRule", "MonitorConfig", "load_gate_config", "load_monitor_config"]
 
@@ -78,26 +77,13 @@ class MonitorConfig(BaseModel):
         None, ge=0, le=1, description="Requests with feedback / requests.")
 
 
-def _load(cls: type[BaseModel], path: Path, what: str) -> BaseModel:
-    if not path.exists():
-        return cls()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return cls.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {what} field '{where}': {first['msg']}") from exc
-
-
 def load_gate_config(settings: Settings, path: Path | None = None) -> GateConfig:
     """``evals/gate.yaml`` (defaults where the file is missing)."""
-    return _load(GateConfig, Path(path) if path else settings.root / GATE_FILE, "gate")  # type: ignore[return-value]
+    return load_yaml_model(Path(path) if path else settings.root / GATE_FILE, GateConfig,
+                           what="gate config", missing_ok=True)
 
 
 def load_monitor_config(settings: Settings, path: Path | None = None) -> MonitorConfig:
     """``evals/monitor.yaml`` (defaults where the file is missing)."""
-    return _load(MonitorConfig, Path(path) if path else settings.root / MONITOR_FILE,  # type: ignore[return-value]
-                 "monitor")
+    return load_yaml_model(Path(path) if path else settings.root / MONITOR_FILE, MonitorConfig,
+                           what="monitor config", missing_ok=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmops.config import Settings
-from llmops.errors import ConfigError, FinetuneError, MissingExtraError
+from llmops.errors import FinetuneError, MissingExtraError
+from llmops.yamlfile import load_yaml_model, validate_model
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -207,27 +207,14 @@ def load_finetune_config(path: Path | str | None = None, settings: Settings | No
     ``overrides`` (e.g. ``base_model=``, ``method=``, ``data=``) replace fields of the
     file; ``None`` values are ignored.
     """
-    raw: dict[str, Any] = {}
     file: Path | None = Path(path) if path is not None else None
     if file is None and settings is not None and (settings.root / FINETUNE_FILE).is_file():
         file = settings.root / FINETUNE_FILE
-    if file is not None:
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read fine-tuning config {file}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file} is not valid YAML: fix its syntax") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{file}: the top level must be a mapping of settings")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return FinetuneConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        where = str(file) if file else "fine-tuning config"
-        raise ConfigError(f"{where}: field '{field}': {err['msg']}") from exc
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if file is None:
+        return validate_model(given, FinetuneConfig, where="fine-tuning config")
+    return load_yaml_model(file, FinetuneConfig, what="fine-tuning config",
+                           prepare=lambda raw: {**raw, **given})
 
 
 def check_servable(config: FinetuneConfig, settings: Settings) -> int:

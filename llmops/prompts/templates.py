@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from llmops.errors import PromptFileError, PromptVariableError
 from llmops.lineage import content_hash
 from llmops.prompts.config import PromptFile
+from llmops.yamlfile import load_yaml_model
 
 __all__ = [
     "PromptTemplate",
@@ -94,30 +92,9 @@ class PromptTemplate:
         )
 
 
-def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"field '{where}': {err['msg']}"
-
-
 def read_prompt_file(path: Path) -> PromptTemplate:
     """Read and validate one template file; errors name the file and the field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise PromptFileError(f"{path}:{where} is not valid YAML: fix its syntax") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PromptFileError(f"cannot read {path}: {exc}") from exc
-    except (ValueError, RecursionError) as exc:  # a scalar YAML cannot build (2020-02-30)
-        raise PromptFileError(f"{path} is not valid YAML ({exc}): fix the value") from exc
-    if not isinstance(raw, dict):
-        raise PromptFileError(f"{path}: expected a mapping with 'template' and 'variables'")
-    try:
-        spec = PromptFile.model_validate(raw)
-    except ValidationError as exc:
-        raise PromptFileError(f"{path}: {_validation_message(exc)}") from exc
+    spec = load_yaml_model(path, PromptFile, what="prompt template", error=PromptFileError)
     template: str | list[dict[str, str]] = (
         spec.template
         if isinstance(spec.template, str)

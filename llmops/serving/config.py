@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmops.config import Settings
 from llmops.errors import ConfigError
+from llmops.yamlfile import load_yaml_model
 
 __all__ = ["AuthConfig", "EndpointConfig", "EngineConfig", "GatewayConfig", "load_endpoint_config"]
 
@@ -159,25 +159,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def load_endpoint_config(settings: Settings, path: Path | None = None) -> EndpointConfig:
     """The endpoint settings for the settings' environment (staging and prod require keys)."""
     file = path or settings.root / ENDPOINT_FILE
-    raw: dict[str, Any] = {}
-    if file.is_file():
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file} is not valid YAML: fix its syntax") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{file}: the top level must be a mapping")
-    envs = raw.pop("envs", {}) or {}
-    if not isinstance(envs, dict):
-        raise ConfigError(f"{file}: 'envs' must map environment names to overrides")
-    merged = _merge(raw, envs.get(settings.env, {}) or {})
-    if settings.env != "dev":
-        # staging and prod require keys whatever the file says
-        auth = merged.get("auth")
-        merged["auth"] = {**(auth if isinstance(auth, dict) else {}), "required": True}
-    try:
-        return EndpointConfig.model_validate(merged)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{file}: field '{field}': {err['msg']}") from exc
+
+    def for_env(raw: dict[str, Any]) -> dict[str, Any]:
+        envs = raw.pop("envs", {}) or {}
+        if not isinstance(envs, dict):
+            raise ConfigError(f"{file}: 'envs' must map environment names to overrides")
+        merged = _merge(raw, envs.get(settings.env, {}) or {})
+        if settings.env != "dev":
+            # staging and prod require keys whatever the file says
+            auth = merged.get("auth")
+            merged["auth"] = {**(auth if isinstance(auth, dict) else {}), "required": True}
+        return merged
+
+    return load_yaml_model(file, EndpointConfig, what="endpoint config", missing_ok=True,
+                           prepare=for_env)

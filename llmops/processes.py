@@ -1,0 +1,169 @@
+"""Child processes that serve something: start one, wait until it is ready, stop its whole tree.
+
+The engine, the demo's ``llmops serve``, the benchmarks and the tests all start a server as a
+subprocess and wait for it to answer. They share these helpers so that every wait has a
+deadline, fails at once when the process has exited, and says what it waited for with the
+tail of the process's log; and so that a stop leaves no child behind (SIGTERM to the process
+and its descendants, a grace period, then SIGKILL).
+
+Errors are :class:`~llmops.errors.LlmopsError` unless the caller names a subclass of its own
+(``error=EngineError``), so a caller's error tree stays its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+from llmops.errors import LlmopsError
+
+__all__ = [
+    "free_port",
+    "http_status",
+    "log_tail",
+    "start_process",
+    "stop_process_tree",
+    "wait_for_http",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def start_process(cmd: Sequence[str], log_path: Path, *, cwd: Path | None = None,
+                  env: Mapping[str, str] | None = None, append: bool = True,
+                  new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with its stdout and stderr going to ``log_path`` (created with its folder).
+
+    ``append=False`` starts the log afresh; ``new_session=True`` puts the process in a session
+    (and process group) of its own, so that a terminal's Ctrl-C does not reach it.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab" if append else "wb") as log:
+        return subprocess.Popen(list(cmd), cwd=cwd, env=None if env is None else dict(env),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=new_session)
+
+
+def log_tail(log_path: Path | None, chars: int = 3000) -> str:
+    """The last ``chars`` characters of a log ("" when there is none)."""
+    if log_path is None:
+        return ""
+    try:
+        return Path(log_path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def _with_log(message: str, log_path: Path | None) -> str:
+    tail = log_tail(log_path)
+    if log_path is None:
+        return message
+    return f"{message}; its log ({log_path}) ends with:\n{tail}" if tail else \
+        f"{message}; its log ({log_path}) is empty"
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float, what: str,
+               proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None,
+               interval: float = 0.2, error: type[Exception] = LlmopsError) -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns a true value; return it.
+
+    Raises ``error`` when ``timeout`` seconds pass first, or at once when ``proc`` (the process
+    that should make the condition true) has exited; the message names ``what`` was awaited
+    (a phrase: "the engine to answer with its key") and ends with the tail of ``log_path``.
+    An exception ``condition`` raises goes through unchanged.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise error(_with_log(f"the process {proc.pid} exited with status {proc.returncode} "
+                                  f"while waiting for {what}", log_path))
+        value = condition()
+        if value:
+            return value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error(_with_log(f"timed out after {timeout:.0f} s waiting for {what}", log_path))
+        time.sleep(min(interval, left))
+
+
+def http_status(url: str, *, headers: Mapping[str, str] | None = None,
+                timeout: float = 2.0) -> int | None:
+    """The HTTP status of ``GET url`` (an error status included); None when nothing answers."""
+    req = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_for_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+                  log_path: Path | None = None, headers: Mapping[str, str] | None = None,
+                  status: int = 200, interval: float = 0.5, what: str | None = None,
+                  error: type[Exception] = LlmopsError) -> None:
+    """Wait until ``GET url`` answers ``status`` (see :func:`wait_until` for the failures)."""
+    wait_until(lambda: http_status(url, headers=headers) == status, timeout=timeout,
+               what=what or f"{url} to answer {status}", proc=proc, log_path=log_path,
+               interval=interval, error=error)
+
+
+def stop_process_tree(proc: subprocess.Popen[bytes] | int, *, grace_s: float = 10.0,
+                      kill_wait_s: float = 5.0) -> int | None:
+    """SIGTERM a process and its descendants, SIGKILL what is left after ``grace_s``.
+
+    ``proc`` is a :class:`subprocess.Popen` (then reaped, and its exit status returned) or a
+    pid (None returned). Descendants are those alive when the stop begins; a process that
+    is already gone is no error.
+    """
+    popen = proc if isinstance(proc, subprocess.Popen) else None
+    pid = popen.pid if popen is not None else int(proc)
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for member in tree:
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    # our own child is waited for through Popen, which keeps its exit status
+    others = [m for m in tree if popen is None or m.pid != pid]
+    deadline = time.monotonic() + grace_s
+    if popen is not None:
+        try:
+            popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+    _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=kill_wait_s)
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=kill_wait_s)
+    except subprocess.TimeoutExpired:
+        return None

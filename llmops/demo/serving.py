@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings
 from llmops.errors import LlmopsError
+from llmops.processes import free_port, start_process, stop_process_tree, wait_for_http
 from llmops.yamlfile import read_yaml_mapping
 
 __all__ = ["Endpoint", "serving", "wait_for_rows"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Endpoint:
@@ -38,19 +30,11 @@ class Endpoint:
         self.ready = False
 
     def wait_ready(self) -> str:
-        while not self.ready:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise LlmopsError(f"llmops serve exited with {self.proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
-                    self.ready = resp.status == 200
-            except OSError:
-                pass
-            if not self.ready:
-                if time.monotonic() > self.deadline:
-                    raise LlmopsError(f"llmops serve was not ready in time: see {self.log_path}")
-                time.sleep(1)
+        if not self.ready:
+            wait_for_http(self.url + "/readyz", timeout=max(0.0, self.deadline - time.monotonic()),
+                          proc=self.proc, log_path=self.log_path, interval=1.0,
+                          what=f"llmops serve's gateway to answer {self.url}/readyz")
+            self.ready = True
         self.echo(f"      gateway ready at {self.url}")
         return self.url
 
@@ -85,28 +69,22 @@ def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 90
     ``gateway`` overrides fields of the endpoint file's ``gateway`` section for this run;
     ``engine_args`` are more vLLM arguments for its engine.
     """
-    gport, eport = _free_port(), _free_port()
+    gport, eport = free_port(), free_port()
     log_path = settings.state_dir / "logs" / "demo-serve.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
     config = (["--config", str(_endpoint_file(settings, gateway or {}, list(engine_args)))]
               if gateway or engine_args else [])
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,
-             *config, "--port", str(gport), "--engine-port", str(eport)],
-            cwd=settings.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_process(
+        [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,
+         *config, "--port", str(gport), "--engine-port", str(eport)],
+        log_path, cwd=settings.root, env=env, append=False)
     url = f"http://127.0.0.1:{gport}"
     echo(f"      starting vLLM and the gateway in the background (log: {log_path})")
     try:
         yield Endpoint(proc, url, log_path, timeout, echo)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        # the gateway stops its engine on SIGTERM; what outlives the grace period is killed
+        stop_process_tree(proc, grace_s=120, kill_wait_s=30)
         echo("      engine and gateway stopped")
 
 

@@ -12,21 +12,19 @@ engine of ours on its port, or refuses to start next to a stranger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.models.devices import resolve_dtype, vllm_cpu_environment
+from llmops.processes import http_status, start_process, stop_process_tree, wait_until
 from llmops.serving.config import EngineConfig
 from llmops.serving.engine_guard import GUARD_MODULE, stop_group
 
@@ -235,13 +233,8 @@ class Engine:
         cmd = [sys.executable, "-m", GUARD_MODULE, "--parent-pid", str(os.getpid()),
                "--pid-file", str(self.pid_file), "--",
                *engine_command(self.cfg, self.model, self.lora_modules)]
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(
-            cmd, env=engine_environment(self.cfg, self.api_key), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
+        self.proc = start_process(cmd, self.log_file, env=engine_environment(self.cfg, self.api_key),
+                                  new_session=True)
         self.wait_ready()
 
     def alive(self) -> bool:
@@ -253,16 +246,8 @@ class Engine:
 
     def _status(self) -> int | None:
         """The HTTP status of ``GET /v1/models`` with our key (None when nothing answers)."""
-        req = urllib.request.Request(self.url.rstrip("/") + "/models")
-        if self.api_key:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
-        try:
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError):
-            return None
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return http_status(self.url.rstrip("/") + "/models", headers=headers)
 
     def healthy(self) -> bool:
         """Whether the engine answers, and accepts our key (a 200 from ``/health`` alone would
@@ -270,38 +255,31 @@ class Engine:
         return self._status() == 200
 
     def wait_ready(self) -> None:
-        deadline = time.time() + self.cfg.start_timeout_s
-        while time.time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-3000:]
-                raise EngineError(f"the engine exited with status {self.proc.returncode}; "
-                                  f"its log ({self.log_file}) ends with:\n{tail}")
+        """Wait until the engine answers with our key; on failure, stop what we started."""
+        def answers() -> bool:
             status = self._status()
-            if status == 200:
-                return
             if status == 401 and self.cfg.url:
                 raise EngineError(
                     f"the engine at {self.url} refused the key: set {self.cfg.api_key_env} to "
                     "its VLLM_API_KEY" if self.api_key else
                     f"the engine at {self.url} wants a key: set {self.cfg.api_key_env} to its "
                     "VLLM_API_KEY")
-            time.sleep(1)
-        self.stop()
-        raise EngineError(f"the engine was not ready after {self.cfg.start_timeout_s:.0f} s; "
-                          f"see {self.log_file}")
+            return status == 200
+
+        try:
+            wait_until(answers, timeout=self.cfg.start_timeout_s, interval=1.0, error=EngineError,
+                       what=f"the engine to answer GET {self.url}/models with its key",
+                       proc=self.proc, log_path=None if self.cfg.url else self.log_file)
+        except EngineError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        """Stop the watchdog, which stops vLLM's whole process group."""
+        """Stop the watchdog and vLLM's processes under it (the watchdog stops vLLM's group)."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process_tree(proc, grace_s=30, kill_wait_s=10)
         record = self._pid_record()
         if record.get("guard_pid") == proc.pid and record.get("engine_pgid"):
             # the watchdog was killed before it finished: stop the group ourselves
@@ -332,9 +310,10 @@ class Engine:
             stop_group(int(guard), grace_s=15)  # the watchdog stops vLLM's group
         if pgid and _is_our_engine(int(pgid), port):
             stop_group(int(pgid), grace_s=10)
-        deadline = time.time() + 30
-        while (guard or pgid) and time.time() < deadline and not _port_free(self.cfg.host, port):
-            time.sleep(0.2)
+        if guard or pgid:
+            with contextlib.suppress(EngineError):  # still taken: named below
+                wait_until(lambda: _port_free(self.cfg.host, port), timeout=30, error=EngineError,
+                           what=f"port {port} to be free of the stopped engine")
         self.pid_file.unlink(missing_ok=True)
         if _port_free(self.cfg.host, port):
             return

@@ -1,0 +1,74 @@
+"""llmops.processes: a real child server waited for, a failing one reported, a tree stopped."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmops.errors import LlmopsError
+from llmops.processes import (
+    free_port,
+    http_status,
+    start_process,
+    stop_process_tree,
+    wait_for_http,
+    wait_until,
+)
+
+# a child that starts a grandchild, then serves HTTP (the shape of the gateway and its engine)
+SERVER = (
+    "import http.server, subprocess, sys\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+    "print('serving', flush=True)\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), "
+    "http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+)
+
+
+def test_a_server_is_waited_for_and_its_whole_tree_stopped(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_process([sys.executable, "-c", SERVER, str(port)], tmp_path / "logs" / "s.log",
+                         cwd=tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", timeout=60, proc=proc,
+                      log_path=tmp_path / "logs" / "s.log")
+        assert http_status(f"http://127.0.0.1:{port}/no-such-file") == 404
+        children = wait_until(lambda: psutil.Process(proc.pid).children(), timeout=30,
+                              what="the server's child")
+    finally:
+        code = stop_process_tree(proc, grace_s=10)
+    assert code == -signal.SIGTERM
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert "serving" in (tmp_path / "logs" / "s.log").read_text()
+    assert http_status(f"http://127.0.0.1:{port}/") is None
+
+
+def test_a_process_that_exits_fails_the_wait_at_once_with_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "bad.log"
+    proc = start_process([sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"],
+                         log)
+
+    class Refused(LlmopsError):
+        pass
+
+    with pytest.raises(Refused, match=r"exited with status 3 while waiting for .* ready(.|\n)*"
+                                      r"no model here"):
+        wait_for_http(f"http://127.0.0.1:{free_port()}/", timeout=600, proc=proc, log_path=log,
+                      what="the bad server to be ready", error=Refused)
+
+
+def test_a_wait_past_its_deadline_names_what_it_waited_for() -> None:
+    with pytest.raises(LlmopsError, match="timed out after 0 s waiting for the moon"):
+        wait_until(lambda: False, timeout=0.3, interval=0.05, what="the moon")
+    assert wait_until(lambda: 7, timeout=1, what="a number") == 7
+
+
+def test_stopping_a_gone_process_is_no_error(tmp_path: Path) -> None:
+    proc = start_process([sys.executable, "-c", "pass"], tmp_path / "x.log")
+    proc.wait(30)
+    assert stop_process_tree(proc) == 0
+    assert stop_process_tree(proc.pid) is None

@@ -22,7 +22,7 @@ def test_prompts_exports() -> None:
 def test_chains_exports() -> None:
     assert set(llmops.chains.__all__) == {
         "ChainConfig", "ChainModel", "LocalChatModel", "LoggedChain", "ResolvedPrompt",
-        "RetrieverConfig", "build_chat_model", "build_qa_chain", "chain_chat_model",
+        "RetrieverConfig", "ask", "build_chat_model", "build_qa_chain", "chain_chat_model",
         "chain_config", "chain_prompt", "chain_retriever", "chain_versions", "format_context",
         "invoke", "load", "load_at_endpoint", "log_chain", "model_version", "promote",
         "resolve_prompt", "resolve_retriever",
@@ -38,10 +38,20 @@ def test_indexing_and_lakehouse_exports() -> None:
     }
     assert set(llmops.lakehouse.__all__) == {
         "LakehouseLockTimeout", "TABLES", "TableAppender", "append_rows", "check_row",
-        "lakehouse_lock", "optimize_tables", "read_table", "schema", "table_path", "vacuum_tables",
+        "inference_row", "lakehouse_lock", "name_and_version", "optimize_tables", "read_table",
+        "schema", "table_path", "vacuum_tables",
     }
     assert set(llmops.lakehouse.TABLES) == {
         "inference_log", "feedback", "eval_results", "index_runs", "monitoring", "rollouts"}
+
+
+def test_batch_exports() -> None:
+    import llmops.batch
+
+    assert set(llmops.batch.__all__) == {
+        "BatchResult", "BatchWorker", "RayInfo", "committed_ids", "engine_model", "input_kind",
+        "ray_session", "read_input", "run_batch", "vllm_stages",
+    }
 
 
 def test_models_exports() -> None:
@@ -98,6 +108,7 @@ def test_evals_exports() -> None:
 
 
 def test_every_export_exists() -> None:
+    import llmops.batch
     import llmops.evals
     import llmops.feedback
     import llmops.indexing
@@ -106,7 +117,7 @@ def test_every_export_exists() -> None:
     import llmops.serving
 
     for module in (llmops.prompts, llmops.chains, llmops.models, llmops.indexing, llmops.lakehouse,
-                   llmops.serving, llmops.feedback, llmops.evals, llmops.registry):
+                   llmops.serving, llmops.feedback, llmops.evals, llmops.registry, llmops.batch):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

@@ -14,7 +14,7 @@ from llmops.chains.building import (
 from llmops.chains.config import ChainConfig, ResolvedPrompt, RetrieverConfig
 from llmops.chains.packaging import ChainModel, LoggedChain, log_chain
 from llmops.chains.qa import build_qa_chain, format_context
-from llmops.chains.registry import invoke, load, load_at_endpoint
+from llmops.chains.registry import ask, invoke, load, load_at_endpoint
 from llmops.models.chat_models import LocalChatModel, build_chat_model
 from llmops.registry import model_version, promote
 
@@ -24,6 +24,7 @@ __all__ = [
     "LocalChatModel",
     "LoggedChain",
     "ResolvedPrompt",
+    "ask",
     "build_chat_model",
     "build_qa_chain",
     "chain_chat_model",

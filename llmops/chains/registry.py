@@ -1,16 +1,18 @@
-"""Registered chains: load one (in process or pointed at an endpoint) and invoke it.
+"""Registered chains: load one (in process or pointed at an endpoint), invoke it, or ask a
+loaded one a question, timed.
 
 Resolving a reference and promotion live in :mod:`llmops.registry`.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from llmops.config import Settings
 from llmops.registry import adapter_served_name, model_version, parse_ref
 
-__all__ = ["invoke", "load", "load_at_endpoint"]
+__all__ = ["ask", "invoke", "load", "load_at_endpoint"]
 
 
 def load(ref: str, settings: Settings | None = None) -> Any:
@@ -59,3 +61,23 @@ def invoke(ref: str, question: str, settings: Settings | None = None) -> dict[st
     """Ask a registered chain one question; returns its answer dict."""
     model = load(ref, settings)
     return model.predict([{"question": question}])[0]
+
+
+def ask(model: Any, question: Any) -> dict[str, Any]:
+    """One question to a loaded chain, timed; a failure is kept as the row's ``error``.
+
+    Returns ``answer``, ``sources`` (a list), ``prompt_version`` (the prompt's NAME/VERSION),
+    ``index_version``, ``latency_ms`` and ``error`` (None on success).
+    """
+    start = time.perf_counter()
+    try:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"the question is {'empty' if question == '' else repr(question)[:80]}")
+        answer = model.predict([{"question": question}])[0]
+    except Exception as exc:  # noqa: BLE001 - this row's error; the other rows go on
+        return {"answer": None, "sources": [], "prompt_version": None, "index_version": None,
+                "latency_ms": (time.perf_counter() - start) * 1000,
+                "error": f"{exc.__class__.__name__}: {str(exc)[:500]}"}
+    return {"answer": answer.get("answer"), "sources": list(answer.get("sources") or []),
+            "prompt_version": answer.get("prompt"), "index_version": answer.get("index_version"),
+            "latency_ms": (time.perf_counter() - start) * 1000, "error": None}

@@ -18,8 +18,9 @@ QUESTIONS = ["How do I promote a chain to production?", "",
 
 def test_each_row_carries_the_request_the_chain_would_send(production_chain, settings, models_dir,
                                                           project) -> None:
+    from llmops.batch import engine_model
     from llmops.chains import invoke
-    from llmops.chains.vllm_batch import PromptWorker, engine_model
+    from llmops.chains.workers import PromptWorker
 
     model, adapter = engine_model(settings, "docs-qa@production")
     assert adapter is None and model.startswith(str(models_dir / "tiny-"))
@@ -43,7 +44,7 @@ def test_each_row_carries_the_request_the_chain_would_send(production_chain, set
 def test_a_chain_that_rewrites_its_model_text_is_refused_row_by_row(production_chain, settings,
                                                                      project) -> None:
     from llmops.chains import log_chain
-    from llmops.chains.vllm_batch import PromptWorker
+    from llmops.chains.workers import PromptWorker
 
     source = (project / "chains" / "docs_qa.py").read_text()
     assert "mlflow.models.set_model(ChainModel(chain))" in source

@@ -1,40 +1,34 @@
-"""Batch inference with vLLM inside the Ray job (``ray.data.llm``): no endpoint to run.
+"""vLLM inside a Ray batch job (``ray.data.llm``): the stages that generate each row's answer.
 
-A chain is split where it calls its chat model:
-
-1. on the batch actors, the chain runs with its chat model deferred
-   (:func:`llmops.models.chat_models.deferred_chat_models`): retrieval and the prompt, no
-   generation. Each row gets the messages the model would be sent, its sampling settings,
-   the sources and the versions;
-2. ``ray.data.llm``'s vLLM processor (the model's chat template, then the engine in its own
-   Ray actors, on GPUs where the cluster has them, else on vLLM's CPU build) generates the
-   texts, through the chain's LoRA adapter where it names one;
-3. each text becomes its row's answer.
-
-Only a chain that answers with its chat model's text (one call, nothing parsed after it), as
-:func:`llmops.chains.qa.build_qa_chain` makes, can run this way; any other row gets a clear
-error. The rest is the one batch path: ids, resume, error share, commits, MLflow figures.
+A worker upstream (a chain run up to its chat model) writes each row's :func:`engine_request`
+into :data:`REQUEST_COLUMN`; :func:`vllm_stages` then runs ``ray.data.llm``'s vLLM processor
+(the model's chat template, then the engine in its own Ray actors, on GPUs where the cluster
+has them, else on vLLM's CPU build), through a LoRA adapter where one is named, and puts each
+text in its row's ``answer``. A row that failed upstream keeps its error (the engine gets a
+1-token stub for it).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import Any
 
-from llmops.batch import BatchWorker
-from llmops.chains.batch import ChainWorker, ask
 from llmops.config import Settings
 from llmops.errors import BatchError, LlmopsError
 from llmops.registry import model_version
 
-__all__ = ["PromptWorker", "engine_model", "vllm_stages"]
+__all__ = ["REQUEST_COLUMN", "engine_model", "engine_request", "load_deferred", "vllm_stages"]
 
-_REQUEST = "_llm_request"
+#: the column that carries a row's request to the engine (dropped before the output)
+REQUEST_COLUMN = "_llm_request"
 # an answer for a row that failed before its prompt existed: the engine gets a 1-token stub
 _STUB = [{"role": "user", "content": "-"}]
 
 
-def _load_deferred(settings: Settings, name: str, version: str) -> tuple[Any, Any]:
+def load_deferred(settings: Settings, name: str, version: str) -> tuple[Any, Any]:
+    """The registered model ``name``/``version`` loaded with its chat models deferred, and the
+    record of the calls it makes (:func:`llmops.models.chat_models.deferred_chat_models`)."""
     import mlflow.pyfunc
 
     from llmops.models.chat_models import deferred_chat_models
@@ -54,67 +48,39 @@ def _load_deferred(settings: Settings, name: str, version: str) -> tuple[Any, An
 
 
 def engine_model(settings: Settings, ref: str) -> tuple[str, str | None]:
-    """The model folder and the LoRA adapter folder (or None) the chain ``ref`` calls.
+    """The model folder and the LoRA adapter folder (or None) the registered model ``ref`` calls.
 
-    Loads the chain as the actors do, so a chain whose chat model is an endpoint fails here,
-    before any Ray work, with one clear line.
+    Loads it as the actors do, so a chain whose chat model is an endpoint fails here, before
+    any Ray work, with one clear line.
     """
     found = model_version(ref, settings)
-    _, calls = _load_deferred(settings, found.name, str(found.version))
+    _, calls = load_deferred(settings, found.name, str(found.version))
     if len(set(calls.models)) != 1:
         raise BatchError(f"chain {found.name}/{found.version} builds {len(calls.models)} chat "
                          "models; vLLM in the batch job runs a chain with exactly one")
     return calls.models[0]
 
 
-class PromptWorker(BatchWorker):
-    """The chain up to its chat model, once per actor: retrieval and prompt for each row."""
-
-    # the job's output columns (the engine stage fills ``answer``)
-    output_schema: ClassVar[dict[str, str]] = ChainWorker.output_schema
-
-    def __init__(self, settings: Settings, name: str, version: str,
-                 question_column: str = "question") -> None:
-        self.model, self.calls = _load_deferred(settings, name, version)
-        self.name, self.version, self.column = name, str(version), question_column
-
-    def process(self, rows: Any) -> Any:
-        import pandas as pd
-
-        # one question at a time: no generation happens here, and each row's calls are its own
-        return pd.DataFrame([self._one(q) for q in rows[self.column].tolist()])
-
-    def _one(self, question: Any) -> dict[str, Any]:
-        made = self.calls.made
-        row = ask(self.model, question)
-        request = None
-        if row["error"] is None:
-            calls = self.calls.made - made
-            try:
-                if calls != 1:
-                    raise BatchError(f"the chain called its chat model {calls} times for this "
-                                     "question; vLLM in the batch job needs exactly one call")
-                call = self.calls.take(row["answer"])
-                request = {"messages": call.messages, "temperature": call.temperature,
-                           "max_tokens": call.max_tokens, "stop": call.stop}
-            except Exception as exc:  # noqa: BLE001 - this row's error
-                row["error"] = f"{exc.__class__.__name__}: {exc}"
-        self.calls.discard()
-        return {"chain": self.name, "chain_version": self.version, **row, "answer": None,
-                "sources": json.dumps(row["sources"]) if row["error"] is None else None,
-                _REQUEST: json.dumps(request) if request else None}
+def engine_request(call: Any) -> str:
+    """The :data:`REQUEST_COLUMN` value for one deferred chat-model call."""
+    return json.dumps({"messages": call.messages, "temperature": call.temperature,
+                       "max_tokens": call.max_tokens, "stop": call.stop})
 
 
-def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str], *,
-                engines: int = 1, batch_size: int = 16, cpus_per_engine: float | None = None,
-                kv_cache_gib: int = 1, engine_kwargs: dict[str, Any] | None = None) -> Any:
-    """The stages after :class:`PromptWorker`: vLLM generates each row's answer.
+def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str],
+                output_columns: Iterable[str], *, engines: int = 1, batch_size: int = 16,
+                cpus_per_engine: float | None = None, kv_cache_gib: int = 1,
+                engine_kwargs: dict[str, Any] | None = None) -> Any:
+    """The stages after a worker that wrote each row's :func:`engine_request`: vLLM generates
+    each row's ``answer``.
 
-    Returns ``then(dataset, ray_info) -> dataset`` for :func:`llmops.batch.run_batch`. With
-    no GPU in the cluster each engine runs vLLM's CPU build on ``cpus_per_engine`` CPUs
-    (default: all but 1.5 of a node's, at least half of one).
+    ``output_columns`` are the worker's (its ``output_schema``); the rows come out with
+    ``id_column``, ``keep``, those, ``error`` and ``_node``. Returns
+    ``then(dataset, ray_info) -> dataset`` for :func:`llmops.batch.run_batch`. With no GPU in
+    the cluster each engine runs vLLM's CPU build on ``cpus_per_engine`` CPUs (default: all
+    but 1.5 of a node's, at least half of one).
     """
-    columns = [id_column, *keep, *ChainWorker.output_schema, "error", "_node"]
+    columns = [id_column, *keep, *output_columns, "error", "_node"]
 
     def then(ds: Any, info: Any) -> Any:
         import ray
@@ -158,8 +124,8 @@ def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str]
 
 def _to_engine(adapter: str | None) -> Any:
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        request = json.loads(row[_REQUEST]) if row.get(_REQUEST) else None
-        out = {k: v for k, v in row.items() if k != _REQUEST}
+        request = json.loads(row[REQUEST_COLUMN]) if row.get(REQUEST_COLUMN) else None
+        out = {k: v for k, v in row.items() if k != REQUEST_COLUMN}
         out["messages"] = request["messages"] if request else _STUB
         params: dict[str, Any] = {"temperature": request["temperature"] if request else 0.0,
                                   "max_tokens": request["max_tokens"] if request else 1}

@@ -24,7 +24,7 @@ from typing import Any
 from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.feedback.records import feedback_problem
-from llmops.lakehouse import append_rows, table_path
+from llmops.lakehouse import append_rows, name_and_version, table_path
 from llmops.registry import model_version
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
@@ -39,14 +39,6 @@ class _NotOnRunWarning(UserWarning):
 def _plain(value: Any) -> Any:
     """A pandas / numpy scalar as the Python value it holds."""
     return value.item() if hasattr(value, "item") else value
-
-
-def _split_ref(ref: str | None) -> tuple[str | None, str | None]:
-    """``qa/1`` as (``qa``, ``1``); anything else as (ref, None)."""
-    if not ref:
-        return None, None
-    name, sep, version = ref.rpartition("/")
-    return (name, version) if sep and name and version.isdigit() else (ref, None)
 
 
 @dataclass
@@ -114,7 +106,7 @@ class NotebookAnswer:
         if isinstance(result, Mapping) and isinstance(result.get("answer"), str):
             if question is None:
                 raise LlmopsError("a chain's answer does not hold its question: pass question=")
-            prompt, prompt_version = _split_ref(result.get("prompt"))
+            prompt, prompt_version = name_and_version(result.get("prompt"))
             if isinstance(result.get("messages"), list):
                 inputs["messages"] = result["messages"]
             index_version = result.get("index_version")
@@ -132,7 +124,7 @@ def _resolve_chain(ref: str | None, settings: Settings | None) -> tuple[str | No
     """``NAME/VERSION`` as is; ``NAME`` or ``NAME@ALIAS`` pinned to the version it names now."""
     if not ref:
         return None, None
-    name, version = _split_ref(ref)
+    name, version = name_and_version(ref)
     if version is not None:
         return name, version
     found = model_version(ref, settings)

@@ -19,15 +19,15 @@ _INFERENCE_COLUMNS = frozenset(TABLES["inference_log"])
 
 
 def name_and_version(ref: str | None) -> tuple[str | None, str | None]:
-    """``qa/1`` as (``qa``, ``1``) (:func:`llmops.registry.parse_ref`); ``qa`` or ``qa@alias``
-    as (``qa``, None); anything else as (ref, None), so a log row keeps what it was given."""
+    """``qa/1`` as (``qa``, ``1``) (read by :func:`llmops.registry.parse_ref`); anything else,
+    ``qa@production`` included, as (ref, None), so a log row keeps what it was given."""
     if not ref:
         return None, None
     try:
         parsed = parse_ref(ref)
     except BadReferenceError:
         return ref, None
-    return parsed.name, None if parsed.version is None else str(parsed.version)
+    return (ref, None) if parsed.version is None else (parsed.name, str(parsed.version))
 
 
 def inference_row(request_id: str, endpoint: str, *, prompt_ref: str | None = None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.config import Settings
+from llmops.lakehouse import name_and_version
 
 __all__ = ["ChainServer", "ServedChain"]
 
@@ -62,10 +63,10 @@ class ChainServer:
             model, logged = load_at_endpoint(version, self.engine_url, self.served_model,
                                              self.max_tokens, self.api_key_env)
             tags = version.tags or {}
-            prompt_ref = tags.get("llmops.prompt", "/")
+            prompt, prompt_version = name_and_version(tags.get("llmops.prompt"))
             served = ServedChain(
                 name=name, version=str(version.version), model=model,
-                prompt=prompt_ref.split("/")[0], prompt_version=prompt_ref.split("/")[-1],
+                prompt=prompt or "", prompt_version=prompt_version or "",
                 index_version=tags.get("llmops.index_version", ""),
                 chat_model=logged["served_chat_model"],
                 adapter=logged.get("served_adapter"),

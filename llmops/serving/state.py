@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from llmops.lakehouse import inference_row
 from llmops.serving.auth import ApiKey, KeyRing
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
@@ -90,8 +91,8 @@ class GatewayState:
             **fields: Any) -> dict[str, Any]:
         """An ``inference_log`` row: the client is the key's name (its address without keys)."""
         client = key.name if key else (http.client.host if http.client else "")
-        return {"request_id": request_id, "endpoint": endpoint, "client": client,
-                "client_request_id": self.client_request_id(http), **fields}
+        return inference_row(request_id, endpoint, client=client,
+                             client_request_id=self.client_request_id(http), **fields)
 
     def log(self, row: dict[str, Any]) -> None:
         """Make ``row`` durable (write-ahead log), remember its id and count it."""

@@ -19,16 +19,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, parser, ratio_table, timed, write_json
 
 
 def project(work: Path, name: str, copies: int, max_tokens: int) -> Path:
@@ -51,11 +49,10 @@ def project(work: Path, name: str, copies: int, max_tokens: int) -> Path:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, json_out=True)
     p.add_argument("--copies", type=int, default=8)
     p.add_argument("--questions", type=int, default=48)
     p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--json-out", default=None)
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     work = Path(tempfile.mkdtemp(prefix="batch-bench-"))
@@ -77,9 +74,9 @@ def main() -> int:
         settings = load_settings(root=root)
         settings = settings.model_copy(update={"ray": settings.ray.model_copy(
             update={"actors": actors})})
-        start = time.perf_counter()
-        report = update_index(settings, progress=False, record=False, engine=engine)
-        results[f"index {label}"] = time.perf_counter() - start
+        report, results[f"index {label}"] = timed(
+            lambda settings=settings, engine=engine: update_index(
+                settings, progress=False, record=False, engine=engine))
         chunks = report.embedded
         print(f"index build, {label}: {report.embedded} chunks in "
               f"{results[f'index {label}']:.1f} s", flush=True)
@@ -96,36 +93,32 @@ def main() -> int:
     frame = pd.DataFrame({"id": [f"q{i}" for i in range(args.questions)],
                           "question": [golden[i % len(golden)]["question"]
                                        for i in range(args.questions)]})
-    start = time.perf_counter()
-    worker = ChainWorker(settings, logged.name, str(logged.version), None, concurrency=1)
-    for i in range(0, len(frame), 8):
-        worker.process(frame.iloc[i:i + 8])
-    results["inference local"] = time.perf_counter() - start
+    def single_process() -> None:
+        worker = ChainWorker(settings, logged.name, str(logged.version), None, concurrency=1)
+        for i in range(0, len(frame), 8):
+            worker.process(frame.iloc[i:i + 8])
+
+    _, results["inference local"] = timed(single_process)
     print(f"batch inference, single process: {args.questions} questions in "
           f"{results['inference local']:.1f} s", flush=True)
     for actors in (1, 2):
-        start = time.perf_counter()
-        batch_run(f"{logged.name}@production", frame, settings, actors=actors, concurrency=1,
-                  batch_size=8, progress=False, log=False)
         label = f"inference ray, {actors} actor{'s' if actors > 1 else ''}"
-        results[label] = time.perf_counter() - start
+        _, results[label] = timed(lambda actors=actors: batch_run(
+            f"{logged.name}@production", frame, settings, actors=actors, concurrency=1,
+            batch_size=8, progress=False, log=False))
         print(f"batch inference, ray with {actors} actor(s): {results[label]:.1f} s", flush=True)
 
     print()
-    print(f"{'job':<30}{'seconds':>9}{'rows/s':>9}{'vs single process':>19}")
     for job, rows, base in (("index", chunks, "index local"),
                             ("inference", args.questions, "inference local")):
-        for key, secs in results.items():
-            if key.startswith(job):
-                print(f"{key:<30}{secs:9.1f}{rows / secs:9.1f}{secs / results[base]:19.2f}")
+        ratio_table({key: secs for key, secs in results.items() if key.startswith(job)},
+                    {"vs single process": base}, items=rows, label=job, width=30)
     worst = max(results["index ray, 1 actor"] / results["index local"],
                 results["inference ray, 1 actor"] / results["inference local"])
     print(f"target: the Ray path (1 actor) at most 1.1x the single process: "
           f"{'MET' if worst <= 1.1 else 'NOT MET'} (worst {worst:.2f}x); "
           f"{os.cpu_count()} CPUs here")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"seconds": results, "chunks": chunks,
-                                                   "questions": args.questions}, indent=2))
+    write_json(args.json_out, {"seconds": results, "chunks": chunks, "questions": args.questions})
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -16,16 +16,14 @@ Usage: python benchmarks/chain_overhead.py [--calls N]
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, parser, side_by_side
 
 ECHO_CHAIN = '''
 import mlflow
@@ -45,22 +43,10 @@ def measure(model, calls: int, warmup: int = 20) -> dict[str, float]:
     chain = model.unwrap_python_model().chain
     row = {"question": "How do I promote a chain to production?"}
     frame = pd.DataFrame([row])
-    for _ in range(warmup):
-        chain.invoke(row)
-        model.predict([row])
-        model.predict(frame)
-    direct, listed, framed = [], [], []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        chain.invoke(row)
-        t1 = time.perf_counter()
-        model.predict([row])
-        t2 = time.perf_counter()
-        model.predict(frame)
-        t3 = time.perf_counter()
-        direct.append(t1 - t0)
-        listed.append(t2 - t1)
-        framed.append(t3 - t2)
+    times = side_by_side({"direct": lambda: chain.invoke(row),
+                          "list": lambda: model.predict([row]),
+                          "frame": lambda: model.predict(frame)}, calls, warmup)
+    direct, listed, framed = times["direct"], times["list"], times["frame"]
     ms = 1000.0
     return {
         "direct_p50_ms": statistics.median(direct) * ms,
@@ -72,9 +58,9 @@ def measure(model, calls: int, warmup: int = 20) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="calls per side and chain")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--calls", type=int, default=300, help="calls per side and chain")
+    args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

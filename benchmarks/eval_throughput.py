@@ -25,39 +25,20 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, free_port, parser, ratio_table, start_gateway, stop_process_tree, write_json
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
+from llmops.errors import LlmopsError
+from llmops.processes import wait_until
 
 
 def replay(url: str, bodies: list[bytes], concurrency: int, key: str | None = None) -> float:
@@ -94,11 +75,9 @@ def answer_all(ref: str, settings, gateway_url: str, questions: list[str],
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, json_out=True, workdir=True)
     p.add_argument("--examples", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--json-out", default=None)
     args = p.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="eval-bench-"))
@@ -144,13 +123,9 @@ def main() -> int:
         (work / "serving").mkdir(exist_ok=True)
         (work / "serving" / "endpoint.yaml").write_text(
             f"engine:\n  url: {engine_url}/v1\ngateway:\n  port: {gport}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
-        env[cfg.api_key_env] = engine.api_key  # the gateway's way to the engine's key
-        gw = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "serve"], cwd=work,
-                              env=env, stdout=open(work / "gateway.log", "wb"),
-                              stderr=subprocess.STDOUT)
+        # the gateway's way to the engine's key
+        gw = start_gateway(work, gport, env={cfg.api_key_env: engine.api_key}, timeout=300)
         gateway_url = f"http://127.0.0.1:{gport}"
-        wait_http(gateway_url + "/readyz", 300)
         ref = f"{logged.name}/{logged.version}"
 
         def evaluate(path: Path, traces: int | str = 8) -> tuple[float, object]:
@@ -164,10 +139,17 @@ def main() -> int:
               flush=True)
         before = time.time()
         evaluate(data)
-        time.sleep(3)  # the gateway's log flush
-        log = read_table(settings.lakehouse, "inference_log")
-        log = log[(log["endpoint"] == "/v1/chat/completions") & (log["status"] == 200)]
-        log = log[log["ts"] >= pd.Timestamp(before, unit="s", tz="UTC")]
+
+        def captured():
+            log = read_table(settings.lakehouse, "inference_log")
+            log = log[(log["endpoint"] == "/v1/chat/completions") & (log["status"] == 200)]
+            return log[log["ts"] >= pd.Timestamp(before, unit="s", tz="UTC")]
+
+        # the gateway commits its log in the background
+        with contextlib.suppress(LlmopsError):  # short of the count: reported just below
+            wait_until(lambda: len(captured()) >= args.examples, timeout=60, interval=0.5,
+                       what=f"{args.examples} logged chat requests")
+        log = captured()
         bodies = [r.encode() for r in log["request"]]
         if len(bodies) != args.examples:
             print(f"expected {args.examples} logged chat requests, found {len(bodies)}")
@@ -183,33 +165,28 @@ def main() -> int:
         direct = (direct_1 + direct_2) / 2
         ratio = eval_s / chain_s
         print()
-        print(f"{'side':<40}{'seconds':>9}{'examples/s':>12}{'/direct':>9}{'/chain':>8}")
-        for label, secs in (("direct to vLLM (mean of 2)", direct),
-                            ("same prompts through the gateway", through),
-                            ("the chain's answers, no harness", chain_s),
-                            ("llmops eval run (fast path, 8 traces)", eval_s),
-                            ("llmops eval run --traces all", all_s)):
-            print(f"{label:<40}{secs:9.1f}{args.examples / secs:12.1f}{secs / direct:9.2f}"
-                  f"{secs / chain_s:8.2f}")
+        ratio_table({"direct to vLLM (mean of 2)": direct,
+                     "same prompts through the gateway": through,
+                     "the chain's answers, no harness": chain_s,
+                     "llmops eval run (fast path, 8 traces)": eval_s,
+                     "llmops eval run --traces all": all_s},
+                    {"/direct": "direct to vLLM (mean of 2)",
+                     "/chain": "the chain's answers, no harness"},
+                    items=args.examples, per="examples/s")
         print(f"direct runs: {direct_1:.1f} s and {direct_2:.1f} s; concurrency "
               f"{args.concurrency}; token F1 {report.metrics['bench']['token_f1']:.3f} (fast), "
               f"{full.metrics['bench']['token_f1']:.3f} (all traced)")
         print(f"target: evaluation <= 1.25x the chain alone: "
               f"{'MET' if ratio <= 1.25 else 'NOT MET'} ({ratio:.2f}x)")
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps({
-                "examples": args.examples, "concurrency": args.concurrency, "direct_s": direct,
-                "direct_runs_s": [direct_1, direct_2], "gateway_replay_s": through,
-                "chain_s": chain_s, "eval_s": eval_s, "eval_all_traces_s": all_s,
-                "ratio_to_chain": ratio}, indent=2))
+        write_json(args.json_out, {
+            "examples": args.examples, "concurrency": args.concurrency, "direct_s": direct,
+            "direct_runs_s": [direct_1, direct_2], "gateway_replay_s": through,
+            "chain_s": chain_s, "eval_s": eval_s, "eval_all_traces_s": all_s,
+            "ratio_to_chain": ratio})
         return 0
     finally:
         if gw is not None:
-            gw.terminate()
-            try:
-                gw.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                gw.kill()
+            stop_process_tree(gw, grace_s=30)
         engine.stop()
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import random
 import resource
@@ -38,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _harness import parser, write_json
 
 H200_BF16_DENSE_FLOPS = 989e12
 
@@ -270,7 +271,7 @@ def isolation_check(a: argparse.Namespace, gpu: bool) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, json_out=True)
     p.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
     p.add_argument("--seq-len", type=int, default=2048, help="longest sample (tokens)")
     p.add_argument("--samples", type=int, default=1024)
@@ -279,7 +280,6 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=8, help="ours: packed rows per step")
     p.add_argument("--baseline-micro-batch", type=int, default=4)
     p.add_argument("--workdir", default="/tmp/finetune-bench")
-    p.add_argument("--json-out", default=None)
     p.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (< 1 minute)")
     a = p.parse_args()
 
@@ -307,12 +307,10 @@ def main() -> None:
               f"peak {r['peak_memory_gib']:.1f} GiB  (micro-batch {r['micro_batch']}, "
               f"{r['attention']})")
     print(f"  ratio ours / baseline: {ratio:.2f}x")
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump({"arch": a.arch, "seq_len": a.seq_len, "samples": a.samples,
-                       "steps": a.steps, "warmup": a.warmup, "device": device,
-                       "isolation_max_abs_diff": delta, "baseline": baseline, "ours": ours,
-                       "ratio": ratio}, f, indent=2)
+    write_json(a.json_out, {"arch": a.arch, "seq_len": a.seq_len, "samples": a.samples,
+                            "steps": a.steps, "warmup": a.warmup, "device": device,
+                            "isolation_max_abs_diff": delta, "baseline": baseline, "ours": ours,
+                            "ratio": ratio})
 
 
 if __name__ == "__main__":

@@ -46,14 +46,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,13 +62,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _harness import REPO, free_port, parser, start_gateway, stop_process_tree, write_json
 
 
 class StreamFailed(Exception):
@@ -312,17 +305,6 @@ def vllm_api_servers(port: int, root: int | None = None) -> list[int]:
     return [p for p in servers if parents.get(p) not in servers]
 
 
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer in {timeout} s")
-
-
 def register_random_adapter(settings, model_path: str, rank: int) -> str:
     """A random-weight LoRA adapter for ``model_path``, registered as ``bench-lora@production``."""
     import mlflow
@@ -450,7 +432,7 @@ def print_failures(table: list[tuple[int, str, dict]]) -> bool:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, json_out=True, workdir=True)
     p.add_argument("--engine-url", help="a running vLLM server (default: start one)")
     p.add_argument("--model", default="tiny", help="model for a started engine (tiny or a folder)")
     p.add_argument("--served-model-name", default="base")
@@ -462,13 +444,11 @@ def main() -> int:
                    help="rounds per concurrency; each runs both sides, alternating which goes first")
     p.add_argument("--adapter", action="store_true", help="also measure on a registered LoRA adapter")
     p.add_argument("--adapter-rank", type=int, default=16)
-    p.add_argument("--workdir", default=None)
     p.add_argument("--engine-arg", action="append", default=[], help="extra vLLM argument")
     p.add_argument("--no-auth", action="store_true",
                    help="run the gateway without keys and limits (default: both on)")
     p.add_argument("--flush-interval", type=float, default=None,
                    help="the gateway's log_flush_interval_s (default: its own default)")
-    p.add_argument("--json-out", default=None, help="write the results as JSON here")
     args = p.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -526,15 +506,10 @@ def main() -> int:
         )
         print(f"gateway: auth and per-key limits {'off' if args.no_auth else 'on'}, log flush "
               f"every {args.flush_interval or 'default'} s", flush=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
-        if engine_key:
-            env[key_env] = engine_key
-        gw = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "serve"], cwd=work,
-                              env=env, stdout=open(work / "gateway.log", "wb"),
-                              stderr=subprocess.STDOUT)
+        gw = start_gateway(work, gport, env={key_env: engine_key} if engine_key else {},
+                           ready_path="/healthz", timeout=120)
         procs.append(gw)
         gateway_url = f"http://127.0.0.1:{gport}"
-        wait_http(gateway_url + "/healthz", 120)
         gateway_pids = descendants(gw.pid)  # the gateway; any helper process it started too
         print(f"gateway process(es) {gateway_pids}; vLLM API server process(es) {api_pids}",
               flush=True)
@@ -600,13 +575,15 @@ def main() -> int:
         failed_any = print_failures(table)
         # every request through the gateway is in inference_log exactly once: the gateway keys
         # rows with its own ids; the X-Request-Id each request sent is client_request_id
+        from llmops.errors import LlmopsError
         from llmops.lakehouse import read_table
+        from llmops.processes import wait_until
 
-        deadline = time.time() + 60
+        with contextlib.suppress(LlmopsError):  # fewer rows: the mismatch is reported below
+            wait_until(lambda: len(read_table(settings.lakehouse, "inference_log"))
+                       >= sent_through_gateway, timeout=60, interval=0.5,
+                       what=f"{sent_through_gateway} inference_log rows")
         rows = read_table(settings.lakehouse, "inference_log")
-        while len(rows) < sent_through_gateway and time.time() < deadline:
-            time.sleep(0.5)
-            rows = read_table(settings.lakehouse, "inference_log")
         ids = rows["client_request_id"].dropna()
         ids = ids[ids.str.startswith(("warm-gw-", "gateway-"))]
         exact = (len(rows) == sent_through_gateway == len(ids) and ids.is_unique
@@ -617,23 +594,17 @@ def main() -> int:
               f"{'OK' if exact else 'MISMATCH'}")
         print(f"write-ahead log: peak {wal.peak / 1e6:.2f} MB during the run, "
               f"{wal.last / 1e6:.2f} MB at the end")
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps({
-                "table": [{"concurrency": c, "model": m, **{s: r[s] for s in r}}
-                          for c, m, r in table],
-                "cpu": cpu_rows, "gateway_pids": gateway_pids, "vllm_api_pids": api_pids,
-                "log_rows": len(rows), "gateway_requests": sent_through_gateway,
-                "wal_peak_bytes": wal.peak, "wal_end_bytes": wal.last}, indent=2))
+        write_json(args.json_out, {
+            "table": [{"concurrency": c, "model": m, **{s: r[s] for s in r}} for c, m, r in table],
+            "cpu": cpu_rows, "gateway_pids": gateway_pids, "vllm_api_pids": api_pids,
+            "log_rows": len(rows), "gateway_requests": sent_through_gateway,
+            "wal_peak_bytes": wal.peak, "wal_end_bytes": wal.last})
         if failed_any:
             print(f"gateway log: {work / 'gateway.log'}; engine log: {work / 'engine.log'}")
         return 0 if exact and not failed_any else 1
     finally:
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process_tree(proc, grace_s=30)
         if engine:
             engine.stop()
 

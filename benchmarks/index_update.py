@@ -20,14 +20,14 @@ Usage: python benchmarks/index_update.py [--chunks 10000]
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _harness import parser, timed
 
 WORDS = (
     "prompt chain index vector model adapter gateway feedback version alias registry run "
@@ -85,17 +85,11 @@ def chunk_set(folder: Path, splitter) -> set[tuple[str, str]]:
     return {(d.metadata["source"], d.page_content) for d in lc_docs(folder, splitter)}
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=10_000, help="corpus size in chunks")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--chunks", type=int, default=10_000, help="corpus size in chunks")
+    p.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import logging

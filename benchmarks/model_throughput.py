@@ -19,9 +19,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, parser, ratio_table
 
 
 def _prompts(count: int) -> list[str]:
@@ -71,14 +70,14 @@ def run_vllm(model_dir: str, dtype: str, prompts: int, tokens: int, batch: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16, help="transformers batch size")
-    parser.add_argument("--side", choices=["transformers", "vllm"], help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16, help="transformers batch size")
+    p.add_argument("--side", choices=["transformers", "vllm"], help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", help=argparse.SUPPRESS)
+    args = p.parse_args()
     if args.side:  # one side, in its own process
         run = run_vllm if args.side == "vllm" else run_transformers
         # vLLM prints its own lines on stdout too: the result is the line marked RESULT
@@ -111,12 +110,12 @@ def main() -> None:
 
     print(f"SmolLM2-135M-Instruct ({dtype}), {args.prompts} prompts x {args.tokens} output tokens, "
           f"greedy; transformers batch {args.batch}")
-    print("| side | seconds | output tokens | tokens/s | ratio |")
-    print("|---|---|---|---|---|")
-    base = results["transformers"]["tokens"] / results["transformers"]["seconds"]
-    for side, r in results.items():
-        rate = r["tokens"] / r["seconds"]
-        print(f"| {side} | {r['seconds']:.1f} | {r['tokens']} | {rate:.0f} | {rate / base:.2f}x |")
+    ratio_table({side: r["seconds"] for side, r in results.items()},
+                {"/transformers": "transformers"},
+                items={side: r["tokens"] for side, r in results.items()}, per="tokens/s", width=14)
+    rate = {side: r["tokens"] / r["seconds"] for side, r in results.items()}
+    speedup = rate["vllm"] / rate["transformers"]
+    print(f"vLLM output tokens/s: {speedup:.2f}x transformers'")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ Usage: python benchmarks/rollout_simulation.py [--runs 1000] [--seed 0] [--alpha
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from _harness import parser
 
 from llmops.rollouts import DEFAULT_MIN_RATED, DEFAULT_TUNED_FOR, confidence_bounds
 
@@ -78,11 +78,11 @@ def ratings_to_decision(first: np.ndarray, horizon: int) -> tuple[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random generator")
-    parser.add_argument("--alpha", type=float, default=0.05, help="the tests' alpha")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random generator")
+    p.add_argument("--alpha", type=float, default=0.05, help="the tests' alpha")
+    args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     began = time.perf_counter()
     common = {"runs": args.runs, "alpha": args.alpha}

@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from llmops.processes import wait_until
 from tests.conftest import REPO, free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -43,8 +44,9 @@ print(json.dumps({"nodes": result.nodes, "second": second, "ray_nodes": result.r
 """
 
 
-def _kill_cluster(temp_dir: str) -> None:
-    """SIGKILL every process whose command line names the cluster's temp folder."""
+def _kill_cluster(temp_dir: str) -> list[int]:
+    """SIGKILL every process whose command line names the cluster's temp folder; their pids."""
+    killed = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -55,8 +57,17 @@ def _kill_cluster(temp_dir: str) -> None:
         if temp_dir.encode() in cmd and int(pid) != os.getpid():
             try:
                 os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
             except OSError:
                 pass
+    return killed
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture
@@ -74,8 +85,10 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
                        env=env, check=True, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        _kill_cluster(temp_dir)
-        time.sleep(1)
+        killed = _kill_cluster(temp_dir)
+        # gone before their folder is removed (a dying raylet still writes to it)
+        wait_until(lambda: not any(_running(pid) for pid in killed), timeout=30,
+                   what="the cluster's processes to exit")
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 

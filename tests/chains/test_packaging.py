@@ -63,7 +63,9 @@ def test_logged_chain_keeps_its_prompt_version_after_the_alias_moves(synced, pro
     set_alias("qa", "production", 2, synced)
     answer = invoke("docs-qa@staging", "What is an alias?", synced)
     assert answer["prompt"] == "qa/1"
-    assert isinstance(answer["answer"], str)
+    # greedy decoding (the tiny local model at temperature 0): a non-empty answer, the same again
+    assert answer["answer"].strip()
+    assert invoke("docs-qa@staging", "What is an alias?", synced)["answer"] == answer["answer"]
     second = log_chain(project / "chains" / "docs_qa.py", settings=synced)
     assert second.prompt_uri == "prompts:/qa/2"
     assert invoke(f"docs-qa/{second.version}", "What is an alias?", synced)["prompt"] == "qa/2"

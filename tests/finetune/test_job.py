@@ -84,7 +84,10 @@ def test_registered_adapter_loads_as_pyfunc_with_its_base(settings, sft_file: Pa
     result = finetune(settings, data=sft_file, config=fast_config(epochs=1), progress=False)
     model = mlflow.pyfunc.load_model(result.model_uri)
     answers = model.predict(["How do I promote a chain to production?", "What is an alias?"])
-    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert len(answers) == 2 and all(a.strip() for a in answers)
+    # greedy decoding: the same questions get the same answers again
+    assert list(model.predict(["How do I promote a chain to production?", "What is an alias?"])) == (
+        list(answers))
 
 
 def test_sft_on_corrections_beats_the_base_model(settings, sft_file: Path) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from llmops.processes import start_process, stop_process_tree, wait_for_http
 from tests.conftest import REPO, free_port
 from tests.serving.conftest import wait_rows
 
@@ -63,23 +62,14 @@ def check_endpoint(project: Path, model: str, serve_args: str) -> dict[str, obje
 
     gport, eport = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
-    log = open(project / "serve.log", "wb")
-    proc = subprocess.Popen(
+    proc = start_process(
         [sys.executable, "-m", "llmops.cli.main", "serve", "--port", str(gport),
          "--engine-port", str(eport), "--model", model, *shlex.split(serve_args)],
-        cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+        project / "serve.log", cwd=project, env=env, append=False)
     url = f"http://127.0.0.1:{gport}"
     try:
-        deadline = time.time() + 900
-        while True:
-            assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "the endpoint was not ready after 900 s"
-            time.sleep(1)
+        wait_for_http(url + "/readyz", timeout=900, proc=proc, log_path=project / "serve.log",
+                      interval=1.0, what="the endpoint to answer /readyz", error=AssertionError)
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         chat = client.chat.completions.with_raw_response.create(
             model="base", max_tokens=16, messages=[{"role": "user", "content": "Hello"}])
@@ -107,12 +97,7 @@ def check_endpoint(project: Path, model: str, serve_args: str) -> dict[str, obje
         return {"chat": chat.parse().choices[0].message.content, "stream": "".join(pieces),
                 "chain": answer.json()["answer"]}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process_tree(proc, grace_s=120)
 
 
 @pytest.mark.gpu

@@ -5,6 +5,7 @@ embedded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -13,9 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from llmops.errors import LlmopsError
 from llmops.indexing import update_index
+from llmops.processes import wait_until
 from tests.conftest import REPO
 from tests.indexing.conftest import snapshot
 from tests.indexing.test_crash import assert_same, clean_build, mutate
@@ -74,6 +78,9 @@ def _reap(sid: int) -> None:
             pass
 
 
+ACTOR_WORK_CPU_S = 2.0  # CPU seconds into an embedding actor: loading its embedder, or embedding
+
+
 def _kill_one_actor(proc: subprocess.Popen) -> None:
     """SIGKILL the embedding actor's process once it is at work."""
     deadline = time.monotonic() + 240
@@ -84,9 +91,17 @@ def _kill_one_actor(proc: subprocess.Popen) -> None:
             except OSError:
                 continue
             if b"MapWorker" in title:
-                time.sleep(1.0)  # mid-batch: the embedder is loaded and working
-                os.kill(pid, signal.SIGKILL)
-                return
+                # at work: CPU spent since it became the actor (a wall-clock wait would not
+                # know how busy the machine is)
+                with contextlib.suppress(psutil.Error, LlmopsError):
+                    actor = psutil.Process(pid)
+                    start = sum(actor.cpu_times()[:2])
+                    wait_until(lambda a=actor, s=start: sum(a.cpu_times()[:2]) - s >= ACTOR_WORK_CPU_S,
+                               timeout=max(1.0, deadline - time.monotonic()), interval=0.1,
+                               what="the Ray actor to be at work")
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    return
         time.sleep(0.2)
     raise AssertionError("no Ray actor was seen working")
 

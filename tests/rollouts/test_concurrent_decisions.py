@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from llmops.lakehouse import LakehouseLockTimeout, lakehouse_lock
+from llmops.lakehouse import LakehouseLockTimeout, lakehouse_lock, locks
 from llmops.registry import CHAIN_KIND, KIND_TAG
 from llmops.rollouts import (
     RolloutSpec,
@@ -61,10 +60,23 @@ def test_an_abort_during_a_judgement_is_the_last_word(settings, tmp_path: Path,
         judged=evaluate_rollout("qa", settings, user="gateway")))
     abort = threading.Thread(target=lambda: outcome.update(
         aborted=abort_rollout("qa", settings, reason="release freeze")))
+    # the abort is seen trying the lock and finding it held (flock on a second descriptor)
+    refused = threading.Event()
+    real_flock = locks.fcntl.flock
+
+    def watched_flock(fd: int, operation: int) -> None:
+        try:
+            real_flock(fd, operation)
+        except BlockingIOError:
+            if threading.current_thread() is abort:
+                refused.set()
+            raise
+
+    monkeypatch.setattr(locks.fcntl, "flock", watched_flock)
     judge.start()
     assert reading.wait(30), "the judgement never started"
     abort.start()
-    time.sleep(0.5)
+    assert refused.wait(30), "the abort never met the judgement's lock"
     assert abort.is_alive(), "the abort did not wait for the judgement in progress"
     release.set()
     judge.join(30)

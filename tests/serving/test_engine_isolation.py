@@ -6,6 +6,7 @@ checks, and ``llmops serve`` starting its own engine for the kill -9 test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from llmops.models.devices import vllm_cpu_environment
+from llmops.processes import wait_for_http, wait_until
 from llmops.serving.config import EngineConfig
 from llmops.serving.engine import Engine, EngineError, engine_environment
 from tests.conftest import free_port, run_cli
@@ -72,13 +74,14 @@ def group_members(pgid: int) -> list[int]:
 
 
 def engine_record(pid_file: Path, timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def record() -> dict | None:
         try:
             return json.loads(pid_file.read_text())
         except (OSError, ValueError):
-            time.sleep(0.2)
-    raise AssertionError(f"no pid file at {pid_file}")
+            return None
+
+    return wait_until(record, timeout=timeout, what=f"the engine's pid file at {pid_file}",
+                      error=AssertionError)
 
 
 # -- the session engine: its key and its environment --------------------------------------------
@@ -138,18 +141,9 @@ def write_own_engine_endpoint(project: Path, gateway_port: int, engine_port: int
 
 
 def wait_readyz(gw: GatewayProcess, timeout: float = 900) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if gw.proc.poll() is not None:
-            raise AssertionError(f"serve exited {gw.proc.returncode}: {gw.output()[-3000:]}")
-        try:
-            with urllib.request.urlopen(gw.url + "/readyz", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"/readyz not 200 after {timeout} s: {gw.output()[-3000:]}")
+    wait_for_http(gw.url + "/readyz", timeout=timeout, proc=gw.proc, interval=1.0,
+                  log_path=gw.project / f"gateway-{gw.port}.log", error=AssertionError,
+                  what="llmops serve (and its engine) to answer /readyz")
 
 
 def test_the_engine_dies_with_a_killed_gateway_and_a_restart_serves(project: Path) -> None:
@@ -167,9 +161,9 @@ def test_the_engine_dies_with_a_killed_gateway_and_a_restart_serves(project: Pat
         assert proc_field(guard, "PPid") == str(gw.proc.pid)
 
         gw.kill9()
-        deadline = time.time() + 30
-        while time.time() < deadline and (running(guard) or group_members(pgid)):
-            time.sleep(0.2)
+        with contextlib.suppress(AssertionError):  # which one outlived it: asserted next
+            wait_until(lambda: not (running(guard) or group_members(pgid)), timeout=30,
+                       what="the engine to die with its gateway", error=AssertionError)
         assert not running(guard), "the engine's watchdog outlived its gateway"
         assert not group_members(pgid), "vLLM (or its engine core) outlived its gateway"
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from llmops.processes import wait_until
 from tests.serving.conftest import read_rows, wait_rows
 
 
@@ -30,15 +30,17 @@ def test_openai_client_sync_completions_and_models(gateway, project: Path) -> No
     assert "base" in {m.id for m in c.models.list().data}
     raw = c.chat.completions.with_raw_response.create(
         model="base", messages=[{"role": "user", "content": "What is llmops?"}], max_tokens=8,
-        extra_headers={"X-Request-Id": "req-sync-1"}, user="end-user-7",
+        extra_headers={"X-Request-Id": "req-sync-1"}, user="end-user-7", logprobs=True,
     )
     rid = raw.headers["x-request-id"]  # the server's id; the client's is kept beside it
     assert rid != "req-sync-1" and len(rid) == 32
     chat = raw.parse()
     answer = chat.choices[0].message.content
-    assert isinstance(answer, str) and 1 <= chat.usage.completion_tokens <= 8
-    text = c.completions.create(model="base", prompt="llmops is", max_tokens=6)
-    assert isinstance(text.choices[0].text, str) and text.usage.completion_tokens <= 6
+    # one log-probability per generated token: the usage counts what was generated
+    assert len(chat.choices[0].logprobs.content) == chat.usage.completion_tokens
+    assert 1 <= chat.usage.completion_tokens <= 8
+    text = c.completions.create(model="base", prompt="llmops is", max_tokens=6, logprobs=1)
+    assert len(text.choices[0].logprobs.tokens) == text.usage.completion_tokens <= 6
     rows = wait_rows(project, "inference_log", 2)
     row = rows[rows["request_id"] == rid].iloc[0]
     assert row["response"] == answer  # the row holds what the client got
@@ -158,15 +160,19 @@ def test_bad_input_never_crashes_or_writes_broken_rows(start_gateway, project: P
         assert resp.json()["error"]["message"]
     assert h.get("/healthz").status_code == 200
     assert h.get("/readyz").status_code == 200
-    assert h.post(chat, json={"model": "base", "messages": msgs, "max_tokens": 2}).status_code == 200
+    last = h.post(chat, json={"model": "base", "messages": msgs, "max_tokens": 2})
+    assert last.status_code == 200
     caps = {c[0].json()["error"]["message"] for c in cases[-5:]}
     assert caps == {"'n' is over this endpoint's cap of 4",
                     "'top_logprobs' is over this endpoint's cap of 5",
                     "'prompt' holds 17 prompts; this endpoint's cap is 16",
                     "the prompt is 33000 characters; this endpoint's cap is 32000",
                     "the question is 4001 characters; this endpoint's cap is 4000"}
-    rows = wait_rows(project, "inference_log", 16)
-    time.sleep(0.5)
+    # the log keeps the order requests ended in: once the last one's row is there, every row
+    # the earlier ones would have written is there too
+    wait_until(lambda: last.headers["x-request-id"] in set(
+        read_rows(project, "inference_log").get("request_id", [])),
+        timeout=30, what="the last request's inference_log row")
     rows = read_rows(project, "inference_log")
     # every case but the 413 (whose body was never read) is logged, with its status
     assert sorted(rows["status"].tolist()) == sorted([400] * 13 + [404] * 2 + [200])

@@ -8,21 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llmops.feedback.records import feedback_problem
+from llmops.feedback.records import feedback_record_problem
 from llmops.serving.auth import require
 from llmops.serving.errors import HTTPError
+from llmops.serving.schema import FeedbackRequest
 from llmops.serving.state import GatewayState
 from llmops.serving.wal import utcnow
 
 __all__ = ["feedback_routes"]
 
 _KIND = {1: "thumbs_up", -1: "thumbs_down"}
+
+
+def _validate(payload: dict[str, Any]) -> FeedbackRequest:
+    """The feedback request, or a 400 naming the first thing wrong with it."""
+    try:
+        return FeedbackRequest.model_validate(payload)
+    except ValidationError as exc:
+        if any(err["loc"][:1] == ("request_id",) for err in exc.errors()):
+            raise HTTPError(400, "'request_id' must be a request's id (a string)") from None
+        raise HTTPError(400, feedback_record_problem(exc)) from None
 
 
 def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route]:
@@ -39,15 +52,8 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
         try:
             key = require(request, "feedback")
             payload, _ = await gw.read_json(request)
-            target = payload.get("request_id")
-            if not isinstance(target, str) or not target or len(target) > 128:
-                raise HTTPError(400, "'request_id' must be a request's id (a string)")
-            rating, score = payload.get("rating"), payload.get("score")
-            problem = feedback_problem(
-                rating, score, payload.get("correction"), payload.get("comment"),
-                user=payload.get("user"), source=payload.get("source"))
-            if problem:
-                raise HTTPError(400, problem)
+            record = _validate(payload)
+            target, rating, score = record.request_id, record.rating, record.score
             if not await known(target):
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
         except HTTPError as err:
@@ -55,9 +61,8 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
         feedback_id = uuid.uuid4().hex
         gw.wal.append("feedback", {
             "feedback_id": feedback_id, "request_id": target, "ts": utcnow(), "rating": rating,
-            "score": score, "correction": payload.get("correction"),
-            "comment": payload.get("comment"), "source": payload.get("source") or "api",
-            "user": payload.get("user") or (key.name if key else None),
+            "score": score, "correction": record.correction, "comment": record.comment,
+            "source": record.source or "api", "user": record.user or (key.name if key else None),
         })
         gw.metrics.feedback.labels(kind=_KIND.get(rating, "score" if score else "text")).inc()
         return JSONResponse({"feedback_id": feedback_id, "request_id": target},

@@ -1,6 +1,7 @@
 """What one request and one key may ask of the engine.
 
-Request caps are checked before anything goes upstream (400 naming the cap);
+Request caps (stated once, in ``schema.py``) are checked before anything goes upstream
+(400 naming the cap);
 a request without ``max_tokens`` gets the endpoint's default. Per-key limits
 (concurrent requests, requests per minute as a token bucket) answer 429 with
 ``Retry-After``. Limits are held per gateway process.
@@ -14,80 +15,76 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from annotated_types import Ge
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
 from llmops.serving.auth import ApiKey
 from llmops.serving.config import GatewayConfig
 from llmops.serving.errors import HTTPError
+from llmops.serving.schema import generation_models, text_length
 
 __all__ = ["KeyLimiter", "check_generation", "with_default_max_tokens"]
 
 
-def _positive_int(payload: dict[str, Any], name: str, cap: int, low: int = 1) -> None:
-    value = payload.get(name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise HTTPError(400, f"'{name}' must be an integer of at least {low}")
-    if value > cap:
-        raise HTTPError(400, f"'{name}' is over this endpoint's cap of {cap}")
+def _prompt_problem(prompt: Any, cfg: GatewayConfig) -> str:
+    """What the schema found wrong with a completion's ``prompt``, in words naming the cap."""
+    if not isinstance(prompt, (str, list)) or not prompt:
+        return "'prompt' must be a string or a list"
+    unit = "characters"
+    if isinstance(prompt, str):
+        count, length = 1, len(prompt)
+    elif all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        count, length, unit = 1, len(prompt), "tokens"  # one prompt given as token ids
+    elif all(isinstance(p, str) for p in prompt):
+        count, length = len(prompt), max(len(p) for p in prompt)
+    else:
+        count, length = 0, 0
+    if count > cfg.max_prompts:
+        return f"'prompt' holds {count} prompts; this endpoint's cap is {cfg.max_prompts}"
+    if length > cfg.max_prompt_chars:
+        return f"the prompt is {length} {unit}; this endpoint's cap is {cfg.max_prompt_chars}"
+    return "'prompt' must be a string, a list of strings or a list of token ids"
 
 
-def _text_length(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):  # content parts
-        return sum(len(p.get("text") or "") if isinstance(p, dict) else len(str(p))
-                   for p in content)
-    return 0 if content is None else len(str(content))
+def _problem(err: ErrorDetails, payload: dict[str, Any], kind: str, model: type[BaseModel],
+             cfg: GatewayConfig) -> str:
+    """The schema's first error as the gateway words it (the field and the cap it is over)."""
+    name = str(err["loc"][0]) if err["loc"] else ""
+    if name == "model":
+        return "'model' must be a non-empty string"
+    if name == "messages":
+        if err["type"] in ("string_too_long", "prompt_too_long"):
+            length = sum(text_length(m.get("content")) for m in payload["messages"]
+                         if isinstance(m, dict))
+            return f"the prompt is {length} characters; this endpoint's cap is {cfg.max_prompt_chars}"
+        return "'messages' must be a non-empty list of {role, content}"
+    if name == "prompt":
+        return _prompt_problem(payload["prompt"], cfg)
+    if name == "stream" or (name == "logprobs" and kind == "chat"):
+        return f"'{name}' must be true or false"
+    if name in ("temperature", "top_p"):
+        return f"'{name}' must be a number"
+    if err["type"] == "less_than_equal":
+        return f"'{name}' is over this endpoint's cap of {err['ctx']['le']}"
+    low = next((m.ge for m in model.model_fields[name].metadata if isinstance(m, Ge)), None) \
+        if name in model.model_fields else None
+    if low is not None:
+        return f"'{name}' must be an integer of at least {low}"
+    return f"'{name}': {err['msg']}" if name else err["msg"]
 
 
 def check_generation(payload: dict[str, Any], kind: str, cfg: GatewayConfig) -> None:
-    """400 for a malformed request or one over a cap (``kind``: ``chat`` or ``text``)."""
-    if not isinstance(payload.get("model"), str) or not payload["model"]:
-        raise HTTPError(400, "'model' must be a non-empty string")
-    unit = "characters"
-    if kind == "chat":
-        msgs = payload.get("messages")
-        if not isinstance(msgs, list) or not msgs or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs
-        ):
-            raise HTTPError(400, "'messages' must be a non-empty list of {role, content}")
-        length = sum(_text_length(m.get("content")) for m in msgs)
-    else:
-        prompt = payload.get("prompt")
-        if not isinstance(prompt, (str, list)) or not prompt:
-            raise HTTPError(400, "'prompt' must be a string or a list")
-        if isinstance(prompt, str):
-            count, length = 1, len(prompt)
-        elif all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-            count, length, unit = 1, len(prompt), "tokens"  # one prompt given as token ids
-        elif all(isinstance(p, str) for p in prompt):
-            count, length = len(prompt), max(len(p) for p in prompt)
-        else:
-            raise HTTPError(400, "'prompt' must be a string, a list of strings or a list "
-                                 "of token ids")
-        if count > cfg.max_prompts:
-            raise HTTPError(400, f"'prompt' holds {count} prompts; this endpoint's cap "
-                                 f"is {cfg.max_prompts}")
-    if length > cfg.max_prompt_chars:
-        raise HTTPError(400, f"the prompt is {length} {unit}; this endpoint's cap is "
-                             f"{cfg.max_prompt_chars}")
-    for name in ("max_tokens", "max_completion_tokens"):
-        _positive_int(payload, name, cfg.max_tokens_cap)
-    _positive_int(payload, "n", cfg.max_n)
-    _positive_int(payload, "best_of", cfg.max_n)
-    _positive_int(payload, "top_logprobs", cfg.max_logprobs, low=0)
-    logprobs = payload.get("logprobs")
-    if kind == "chat":
-        if logprobs is not None and not isinstance(logprobs, bool):
-            raise HTTPError(400, "'logprobs' must be true or false")
-    else:
-        _positive_int(payload, "logprobs", cfg.max_logprobs, low=0)
-    if "stream" in payload and not isinstance(payload["stream"], bool):
-        raise HTTPError(400, "'stream' must be true or false")
-    for name in ("temperature", "top_p"):
-        value = payload.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise HTTPError(400, f"'{name}' must be a number")
+    """400 for a malformed request or one over a cap (``kind``: ``chat`` or ``text``).
+
+    The request is checked against ``schema.generation_models(cfg)`` once, on entry.
+    """
+    models = generation_models(cfg)
+    model = models.chat if kind == "chat" else models.completion
+    try:
+        model.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPError(400, _problem(exc.errors()[0], payload, kind, model, cfg)) from None
 
 
 def with_default_max_tokens(payload: dict[str, Any], raw: bytes, default: int) -> bytes:

@@ -1,10 +1,11 @@
 """``GET /openapi.json``: the gateway's own routes as an OpenAPI 3.0 document.
 
-The schema is built from the endpoint's ``GatewayConfig``, so the caps it states
-(``max_tokens`` at most ``max_tokens_cap``, ``n`` at most ``max_n``, ...) are the ones
-this gateway enforces. It describes what the gateway checks itself; the OpenAI
-routes pass every other field through to the engine unchanged (``additionalProperties``),
-and the engine may refuse what it does not accept (400, in the same error shape).
+The request bodies the gateway validates are the JSON schemas of ``schema.py``'s models,
+built with the endpoint's ``GatewayConfig``, so the caps it states (``max_tokens`` at most
+``max_tokens_cap``, ``n`` at most ``max_n``, ...) are the ones this gateway enforces. It
+describes what the gateway checks itself; the OpenAI routes pass every other field through
+to the engine unchanged (``additionalProperties``), and the engine may refuse what it does
+not accept (400, in the same error shape).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.serving.config import GatewayConfig
+from llmops.serving.schema import openapi_schemas
 
 __all__ = ["build_openapi", "openapi_routes"]
 
@@ -49,69 +51,15 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _int(low: int, high: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": low, "maximum": high, "nullable": True}
-
-
-def _generation(cfg: GatewayConfig) -> dict[str, Any]:
-    """The fields both OpenAI routes check (over the cap: 400)."""
-    return {
-        "model": {"type": "string", "minLength": 1,
-                  "description": "The engine's served model name or a loaded adapter's"},
-        "max_tokens": _int(1, cfg.max_tokens_cap),
-        "max_completion_tokens": _int(1, cfg.max_tokens_cap),
-        "n": _int(1, cfg.max_n),
-        "best_of": _int(1, cfg.max_n),
-        "top_logprobs": _int(0, cfg.max_logprobs),
-        "stream": {"type": "boolean"},
-        "temperature": {"type": "number", "nullable": True},
-        "top_p": {"type": "number", "nullable": True},
-        "user": {"type": "string", "nullable": True, "description": "The end user (logged)"},
-    }
-
-
 def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
     """The OpenAPI 3.0 document of a gateway with settings ``cfg``."""
     invoke_errors = {str(s): _error(s) for s in (400, 401, 403, 404, 413, 429, 503)}
-    content_part = {
-        "type": "object", "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
-    }
-    message = {
-        "type": "object", "required": ["role"],
-        "properties": {
-            "role": {"type": "string"},
-            "content": {"anyOf": [
-                {"type": "string", "maxLength": cfg.max_prompt_chars, "nullable": True},
-                {"type": "array", "items": content_part}]},
-        },
-    }
-    chat = {
-        "type": "object", "required": ["model", "messages"],
-        "description": "An OpenAI chat completion request; other fields go to the engine as sent",
-        "properties": {
-            **_generation(cfg),
-            "messages": {"type": "array", "minItems": 1, "items": message,
-                         "description": f"All messages' text together: at most "
-                                        f"{cfg.max_prompt_chars} characters"},
-            "logprobs": {"type": "boolean", "nullable": True},
-        },
-    }
-    completion = {
-        "type": "object", "required": ["model", "prompt"],
-        "description": "An OpenAI completion request; other fields go to the engine as sent",
-        "properties": {
-            **_generation(cfg),
-            "prompt": {"anyOf": [
-                {"type": "string", "minLength": 1, "maxLength": cfg.max_prompt_chars},
-                {"type": "array", "minItems": 1, "maxItems": cfg.max_prompts,
-                 "items": {"type": "string", "maxLength": cfg.max_prompt_chars}},
-                {"type": "array", "minItems": 1, "maxItems": cfg.max_prompt_chars,
-                 "description": "one prompt as token ids",
-                 "items": {"type": "integer", "minimum": 0}},
-            ]},
-            "logprobs": _int(0, cfg.max_logprobs),
-        },
-    }
+    # the request bodies the gateway validates, from its schema models: the routes' bodies
+    # inline (a reader sees the caps where the route is), what they refer to in components
+    schemas = openapi_schemas(cfg)
+    chat = schemas.pop("ChatCompletionRequest")
+    completion = schemas.pop("CompletionRequest")
+    feedback = schemas.pop("FeedbackRequest")
     chain_request = {
         "type": "object", "required": ["question"], "additionalProperties": False,
         "properties": {
@@ -121,26 +69,6 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
                       "description": f"Default: {cfg.default_chain_alias}"},
             "user": {"type": "string", "nullable": True},
         },
-    }
-    text_field = {"type": "string", "nullable": True}
-    feedback = {
-        "type": "object", "required": ["request_id"],
-        "description": "At least one of rating, score, a non-blank correction or comment",
-        "properties": {
-            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
-            "rating": {"type": "integer", "enum": [-1, 1]},
-            "score": _int(1, 5),
-            "correction": text_field, "comment": text_field, "user": text_field,
-            "source": text_field,
-        },
-        "anyOf": [
-            {"required": ["rating"], "properties": {"rating": {"type": "integer"}}},
-            {"required": ["score"], "properties": {"score": {"type": "integer"}}},
-            {"required": ["correction"],
-             "properties": {"correction": {"type": "string", "pattern": r"\S"}}},
-            {"required": ["comment"],
-             "properties": {"comment": {"type": "string", "pattern": r"\S"}}},
-        ],
     }
     admin_load = {
         "type": "object", "required": ["name"], "additionalProperties": False,
@@ -260,6 +188,7 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             },
             "schemas": {
+                **schemas,
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": {"error": {

@@ -1,0 +1,191 @@
+"""What a request to the gateway may hold, stated once as pydantic models.
+
+``limits.py`` and the feedback route validate requests with these models and ``openapi.py``
+publishes their JSON schemas (``model_json_schema()``) as ``/openapi.json``'s components, so a
+cap stated here is the one the gateway enforces and the one its schema documents. The caps
+come from the endpoint's ``GatewayConfig``: ``generation_models(cfg)`` builds (once per set of
+caps) the models of ``/v1/chat/completions`` and ``/v1/completions``. Those routes pass every
+field they do not check to the engine unchanged (``extra="allow"``).
+
+Validation is strict, as JSON is: ``"8"`` is not a number, ``true`` not an integer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
+
+from llmops.feedback.records import FeedbackRecord
+from llmops.serving.config import GatewayConfig
+
+__all__ = ["ContentPart", "FeedbackRequest", "GenerationModels", "Message", "generation_models",
+           "openapi_schemas"]
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content (OpenAI's content parts); its text counts to the cap."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: str | None = None
+    text: str | None = None
+
+
+class Message(BaseModel):
+    """A chat message: its role and content; other fields go to the engine as sent."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class FeedbackRequest(FeedbackRecord):
+    """``POST /v1/feedback``: a piece of feedback on an answered request."""
+
+    request_id: str = Field(min_length=1, max_length=128,
+                            description="The X-Request-Id of the answer the feedback is about")
+
+
+def text_length(content: Any) -> int:
+    """The characters of a message's content: a string, or content parts (as sent or validated)."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        texts = (part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+                 for part in content)
+        return sum(len(text) for text in texts if isinstance(text, str))
+    return 0
+
+
+def _all_text_at_most(cap: int) -> AfterValidator:
+    def check(messages: list[Message]) -> list[Message]:
+        length = sum(text_length(m.content) for m in messages)
+        if length > cap:
+            raise PydanticCustomError("prompt_too_long", "the prompt is {length} characters; "
+                                      "this endpoint's cap is {cap}", {"length": length, "cap": cap})
+        return messages
+
+    return AfterValidator(check)
+
+
+@dataclass(frozen=True)
+class GenerationModels:
+    """The request models of the two OpenAI routes, for one set of caps."""
+
+    chat: type[BaseModel]
+    completion: type[BaseModel]
+
+
+_GENERATION = ConfigDict(strict=True, extra="allow")
+
+
+def _capped(low: int, high: int) -> Any:
+    return (int | None, Field(None, ge=low, le=high))
+
+
+def _generation_fields(max_tokens_cap: int, max_n: int, max_logprobs: int) -> dict[str, Any]:
+    """The fields both OpenAI routes check after the prompt, in the order they are checked."""
+    return {
+        "max_tokens": _capped(1, max_tokens_cap),
+        "max_completion_tokens": _capped(1, max_tokens_cap),
+        "n": _capped(1, max_n),
+        "best_of": _capped(1, max_n),
+        "top_logprobs": _capped(0, max_logprobs),
+    }
+
+
+def _sampling_fields() -> dict[str, Any]:
+    return {
+        "stream": (bool, False),
+        "temperature": (float | None, None),
+        "top_p": (float | None, None),
+        "user": (str | None, Field(None, description="The end user (logged)")),
+    }
+
+
+_MODEL_FIELD = (str, Field(min_length=1,
+                           description="The engine's served model name or a loaded adapter's"))
+
+
+@lru_cache(maxsize=16)
+def _build(max_tokens_cap: int, max_n: int, max_logprobs: int, max_prompts: int,
+           max_prompt_chars: int) -> GenerationModels:
+    text = Annotated[str, Field(max_length=max_prompt_chars)]
+    message = create_model(
+        "Message", __base__=Message,
+        content=(Annotated[str, Field(max_length=max_prompt_chars)] | list[ContentPart] | None,
+                 None))
+    chat = create_model(
+        "ChatCompletionRequest", __config__=_GENERATION,
+        __doc__="An OpenAI chat completion request; other fields go to the engine as sent",
+        model=_MODEL_FIELD,
+        messages=(Annotated[list[message], _all_text_at_most(max_prompt_chars)],  # type: ignore[valid-type]
+                  Field(
+            min_length=1, description=f"All messages' text together: at most "
+                                      f"{max_prompt_chars} characters")),
+        **_generation_fields(max_tokens_cap, max_n, max_logprobs),
+        logprobs=(bool | None, None),
+        **_sampling_fields(),
+    )
+    prompt = (
+        Annotated[str, Field(min_length=1, max_length=max_prompt_chars)]
+        | Annotated[list[text], Field(min_length=1, max_length=max_prompts)]
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(
+            min_length=1, max_length=max_prompt_chars, description="one prompt as token ids")]
+    )
+    completion = create_model(
+        "CompletionRequest", __config__=_GENERATION,
+        __doc__="An OpenAI completion request; other fields go to the engine as sent",
+        model=_MODEL_FIELD,
+        prompt=(prompt, ...),
+        **_generation_fields(max_tokens_cap, max_n, max_logprobs),
+        logprobs=_capped(0, max_logprobs),
+        **_sampling_fields(),
+    )
+    return GenerationModels(chat, completion)
+
+
+def generation_models(cfg: GatewayConfig) -> GenerationModels:
+    """The chat and completion request models with ``cfg``'s caps (built once per set of caps)."""
+    return _build(cfg.max_tokens_cap, cfg.max_n, cfg.max_logprobs, cfg.max_prompts,
+                  cfg.max_prompt_chars)
+
+
+def _openapi30(node: Any) -> Any:
+    """A pydantic (JSON Schema 2020-12) schema as OpenAPI 3.0 writes it: ``nullable``, not null."""
+    if isinstance(node, list):
+        return [_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _openapi30(value) for key, value in node.items() if key != "title"}
+    if "properties" in node:  # its keys are field names (one may be "title"), not keywords
+        out["properties"] = {name: _openapi30(value)
+                             for name, value in node["properties"].items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        if len(rest) == 1:
+            del out["anyOf"]
+            out = {**rest[0], **out, "nullable": True}
+        else:
+            out["anyOf"] = [{**rest[0], "nullable": True}, *rest[1:]]
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    return out
+
+
+def openapi_schemas(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
+    """The request bodies' schemas for ``/openapi.json``'s components, by component name."""
+    models = generation_models(cfg)
+    schemas: dict[str, dict[str, Any]] = {}
+    for model in (models.chat, models.completion, FeedbackRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas[name] = _openapi30(sub)
+        schemas[model.__name__] = _openapi30(schema)
+    return schemas

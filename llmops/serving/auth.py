@@ -1,9 +1,10 @@
 """API keys with scopes and limits, checked by Starlette's authentication middleware.
 
-Keys come from an environment variable or a secrets file. They are held only as
-SHA-256 digests and compared in constant time; logs and the inference log record
-a key's name, never the key. A route states the scope it needs with ``require``:
-no key (or a wrong one) is 401, a key without the scope is 403.
+Keys come from an environment variable or a secrets file (validated as
+``schema.KeysFile``). They are held only as SHA-256 digests and compared in constant
+time; logs and the inference log record a key's name, never the key. A route states
+the scope it needs with ``require``: no key (or a wrong one) is 401, a key without the
+scope is 403.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -31,12 +31,11 @@ from starlette.requests import HTTPConnection, Request
 from llmops.errors import ConfigError
 from llmops.serving.config import AuthConfig
 from llmops.serving.errors import HTTPError
+from llmops.serving.schema import SCOPES, KeysFile, parse_scopes
+from llmops.yamlfile import load_yaml_model
 
 __all__ = ["SCOPES", "ApiKey", "KeyRing", "auth_middleware", "check_exposure", "load_keys",
            "require"]
-
-SCOPES = frozenset({"invoke", "feedback", "admin"})
-
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -74,24 +73,11 @@ class KeyRing:
         return scope in key.scopes or "admin" in key.scopes
 
 
-def _limit(value: Any, where: str, field: str, kind: type) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{where}: '{field}' must be a positive number")
-    return kind(value)
-
-
-def _parse_scopes(scopes: list[str] | str, where: str) -> frozenset[str]:
-    items = scopes.split(",") if isinstance(scopes, str) else scopes
-    found = frozenset(s.strip() for s in items if s.strip())
-    unknown = found - SCOPES
-    if unknown or not found:
-        raise ConfigError(
-            f"{where}: scopes must be some of {', '.join(sorted(SCOPES))}; got "
-            f"{', '.join(sorted(unknown)) or '(none)'}"
-        )
-    return found
+def _parse_scopes(scopes: str, where: str) -> frozenset[str]:
+    try:
+        return parse_scopes(scopes)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_keys(config: AuthConfig, root: Path) -> KeyRing:
@@ -111,24 +97,15 @@ def load_keys(config: AuthConfig, root: Path) -> KeyRing:
     if config.keys_file:
         path = Path(config.keys_file)
         path = path if path.is_absolute() else root / path
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read keys file {path}: {exc.__class__.__name__}") from exc
-        for i, item in enumerate(data.get("keys", []) if isinstance(data, dict) else []):
-            where = f"{path}: keys[{i}]"
-            if not isinstance(item, dict) or not item.get("key"):
-                raise ConfigError(f"{where} needs 'key' and 'scopes'")
-            unknown = set(item) - {"key", "scopes", "name", "max_concurrent", "requests_per_minute"}
-            if unknown:
-                raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        keys_file = load_yaml_model(path, KeysFile, what="keys file")
+        for i, entry in enumerate(keys_file.keys):
+            limits = entry.model_fields_set  # a limit left out is the default; null: no limit
             keys.append(ApiKey(
-                str(item.get("name") or f"file-{i + 1}"), _digest(str(item["key"])),
-                _parse_scopes(item.get("scopes", []), where),
-                _limit(item.get("max_concurrent", config.default_max_concurrent), where,
-                       "max_concurrent", int),
-                _limit(item.get("requests_per_minute", config.default_requests_per_minute),
-                       where, "requests_per_minute", float)))
+                entry.name or f"file-{i + 1}", _digest(entry.key), entry.scopes,
+                entry.max_concurrent if "max_concurrent" in limits
+                else config.default_max_concurrent,
+                entry.requests_per_minute if "requests_per_minute" in limits
+                else config.default_requests_per_minute))
     if config.required and not keys:
         raise ConfigError(
             f"this environment requires API keys and none are set: export {config.keys_env}="

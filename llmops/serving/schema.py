@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from llmops.feedback.records import FeedbackRecord
 from llmops.serving.config import GatewayConfig
 
-__all__ = ["ContentPart", "FeedbackRequest", "GenerationModels", "Message", "generation_models",
-           "openapi_schemas"]
+__all__ = ["SCOPES", "ContentPart", "FeedbackRequest", "GenerationModels", "KeyEntry", "KeysFile",
+           "Message", "generation_models", "openapi_schemas", "parse_scopes"]
+
+SCOPES = frozenset({"invoke", "feedback", "admin"})
 
 
 class ContentPart(BaseModel):
@@ -71,6 +73,46 @@ def _all_text_at_most(cap: int) -> AfterValidator:
         return messages
 
     return AfterValidator(check)
+
+
+def parse_scopes(scopes: list[str] | str) -> frozenset[str]:
+    """Scopes from a list or ``"invoke,feedback"``; ValueError unless some, all known."""
+    items = scopes.split(",") if isinstance(scopes, str) else scopes
+    found = frozenset(s.strip() for s in items if s.strip())
+    unknown = found - SCOPES
+    if unknown or not found:
+        raise ValueError(f"scopes must be some of {', '.join(sorted(SCOPES))}; got "
+                         f"{', '.join(sorted(unknown)) or '(none)'}")
+    return found
+
+
+class KeyEntry(BaseModel):
+    """One key of a keys file (``auth.keys_file``); a limit it leaves out is the auth default."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    key: str = Field(min_length=1, description="The key (held only as its SHA-256 digest).")
+    scopes: frozenset[str] = Field(
+        description=f"Some of {', '.join(sorted(SCOPES))}: a list or 'invoke,feedback'; "
+                    "admin implies the others.")
+    name: str | None = Field(None, description="What logs and rows record (default: file-N).")
+    max_concurrent: int | None = Field(
+        None, gt=0, strict=True, description="Concurrent requests (null: no limit).")
+    requests_per_minute: float | None = Field(
+        None, gt=0, strict=True, description="Requests per minute, a token bucket (null: no limit).")
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _scopes(cls, value: Any) -> Any:
+        return parse_scopes(value) if isinstance(value, (str, list)) else value
+
+
+class KeysFile(BaseModel):
+    """A keys file: ``{keys: [{key, scopes, name?, max_concurrent?, requests_per_minute?}]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[KeyEntry] = Field(default_factory=list, description="The keys the gateway accepts.")
 
 
 @dataclass(frozen=True)

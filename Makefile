@@ -46,8 +46,14 @@ test: $(STAMP) $(CHROMIUM)
 lint: $(STAMP)
 	$(BIN)/ruff check llmops tests benchmarks
 
+# The quick benchmarks, a few minutes in all on 2 CPU cores: the pyfunc wrapper's overhead on a
+# chain (tiny model), the rollout statistics' error rates (numpy simulation) and the fine-tuning
+# comparison on a tiny model (--smoke). The others start vLLM, Ray or a 10,000-chunk index, or
+# need a GPU, and take from 10 minutes to hours here: run them one by one (usage in each file).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/chain_overhead.py
+	$(BIN)/python benchmarks/rollout_simulation.py
+	$(BIN)/python benchmarks/finetune_throughput.py --smoke
 
 clean:
 	rm -rf .llmops

@@ -217,9 +217,32 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     server.stop()
 
 
+# Commands that always run as a real ``llmops`` process: they serve, start Ray or run the
+# whole loop, so they need a process of their own to start, stop and be killed.
+SUBPROCESS_NOUNS = {"serve", "batch", "demo"}
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real ``llmops`` console script in a fresh process."""
+            timeout: float = 300, subprocess_: bool | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the ``llmops`` command line and return its exit code, stdout and stderr.
+
+    Most commands run in this process through Click's ``CliRunner`` (the same ``cli`` object
+    the console script calls), which saves a Python start-up and MLflow's import per call;
+    those in :data:`SUBPROCESS_NOUNS`, or any with ``subprocess_=True``, run as the real
+    console script in a fresh process. ``timeout`` applies to the latter; in process, the
+    test's own timeout applies.
+    """
+    if subprocess_ is None:
+        noun = args[2:3] if args[:1] == ("--env",) else args[:1]
+        subprocess_ = bool(set(noun) & SUBPROCESS_NOUNS)
+    if subprocess_:
+        return _run_cli_process(args, env, cwd, timeout)
+    return _run_cli_in_process(args, env, cwd)
+
+
+def _run_cli_process(args: tuple[str, ...], env: dict[str, str] | None, cwd: Path | None,
+                     timeout: float) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by mlflow in this process
         if var not in (env or {}):
@@ -229,3 +252,34 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         [str(exe), *args], capture_output=True, text=True, env=full_env,
         cwd=cwd, timeout=timeout,
     )
+
+
+def _run_cli_in_process(args: tuple[str, ...], env: dict[str, str] | None,
+                        cwd: Path | None) -> subprocess.CompletedProcess[str]:
+    import traceback
+
+    import mlflow
+    from click.testing import CliRunner
+
+    from llmops.cli.main import cli
+
+    overrides: dict[str, str | None] = {"MLFLOW_EXPERIMENT_ID": None,
+                                        "MLFLOW_EXPERIMENT_NAME": None}
+    overrides.update(env or {})
+    previous = Path.cwd()
+    while mlflow.active_run():
+        mlflow.end_run()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(cli, list(args), env=overrides, prog_name="llmops",
+                                    catch_exceptions=True)
+    finally:
+        os.chdir(previous)
+        while mlflow.active_run():
+            mlflow.end_run()
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # what the console script would have printed: the traceback, exit code 1
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["llmops", *args], result.exit_code, result.stdout, stderr)

@@ -1,5 +1,9 @@
 """`llmops demo`: the main job, end to end on SmolLM2-135M-Instruct, in a fresh process.
 
+It runs on the demo's ``quick`` profile: every step, on less data (the gates ask the 12
+golden questions the simulated users ask, a two-epoch fine-tune that does not score its own
+training rows); ``make demo`` runs the full profile.
+
 The one slow test that runs the real model through the whole loop, so it is
 where the loop's quality claims are checked against what the demo stored:
 retrieval helps, the gate rejects the closed-book candidate, fine-tuning on
@@ -26,14 +30,14 @@ def _golden() -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3000)  # ~22 min inside the suite on 2 cores; more when the machine is busy
+@pytest.mark.timeout(3000)  # ~5 min inside the suite on 2 cores; more when the machine is busy
 def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
                                              models_dir: Path) -> None:
     for folder in ("serving", "evals", "finetune"):
         shutil.copytree(REPO / folder, project / folder)
     app = (REPO / "llmops.yaml").read_text()
     (project / "llmops.yaml").write_text(app + f"models_dir: {models_dir}\n")
-    out = run_cli("demo", cwd=project, timeout=2700)
+    out = run_cli("demo", "--profile", "quick", cwd=project, timeout=2700)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout
     for step in range(1, 12):

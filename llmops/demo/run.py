@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from llmops.config import Settings, load_settings
 from llmops.demo.report import StepClock, quiet_libraries, summary_lines
 from llmops.demo.serving import serving, wait_for_rows
 
-__all__ = ["DEMO_QUESTIONS", "STEPS", "run_demo"]
+__all__ = ["DEMO_QUESTIONS", "PROFILES", "STEPS", "DemoProfile", "run_demo"]
 
 STEPS = 11
 # the gateway judges the demo's rollout every few seconds (30 s by default)
@@ -37,6 +38,30 @@ DEMO_QUESTIONS = [
     "How do I promote a chain to production?",
     "Which Delta table logs every request the gateway serves?",
 ]
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """How much of the application's data the demo's slow steps use.
+
+    ``full`` (the default) asks the gates every golden question and fine-tunes as
+    ``finetune/lora.yaml`` says; ``quick`` runs the same steps on less: the gates ask the
+    golden questions the simulated users ask, and the adapter trains for fewer, larger steps
+    without scoring its own training rows.
+    """
+
+    name: str
+    golden: int | None = None  # golden questions the gates ask (None: all of them)
+    epochs: float | None = None  # fine-tuning passes (None: finetune/lora.yaml's)
+    learning_rate: float | None = None  # (None: finetune/lora.yaml's)
+    score_training_rows: bool = True
+
+
+PROFILES = {
+    "full": DemoProfile("full"),
+    "quick": DemoProfile("quick", golden=12, epochs=2, learning_rate=4e-3,
+                         score_training_rows=False),
+}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -56,15 +81,26 @@ def run_demo(
     echo: Callable[[str], None] = print,
     with_serving: bool = True,
     users: int = 12,
+    profile: str | DemoProfile = "full",
 ) -> dict[str, Any]:
-    """The whole loop; ``with_serving=False`` stops after the first gate (run in process)."""
+    """The whole loop; ``with_serving=False`` stops after the first gate (run in process).
+
+    ``profile`` is a :class:`DemoProfile` or a name in :data:`PROFILES`.
+    """
     settings = settings or load_settings()
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            from llmops.errors import ConfigError
+
+            raise ConfigError(f"unknown demo profile {profile!r}: use one of "
+                              f"{', '.join(PROFILES)}")
+        profile = PROFILES[profile]
     with quiet_libraries():
-        return _run(settings, echo, with_serving, users)
+        return _run(settings, echo, with_serving, users, profile)
 
 
 def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
-         users: int) -> dict[str, Any]:
+         users: int, profile: DemoProfile) -> dict[str, Any]:
     from llmops.chains import invoke, log_chain
     from llmops.evals import load_gate_config, run_gate
     from llmops.indexing import update_index
@@ -109,7 +145,7 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
                            f"Chroma collection '{indexed.collection}' "
                            f"(index {indexed.index_version})"]}
 
-        gate_config = load_gate_config(settings)
+        gate_config = _profile_gate_config(settings, load_gate_config(settings), profile)
         if endpoint is None:
             gate = run_gate(logged.name, settings, config=gate_config)
             _report_gate(clock, echo, 5, gate, "on fixed thresholds")
@@ -148,7 +184,8 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
         _echo_reasons(echo, equal_gate)
 
         result.update(_serve_steps(settings, url, logged.name, users, clock, echo,
-                                   gate_config.model_copy(update={"concurrency": concurrency})))
+                                   gate_config.model_copy(update={"concurrency": concurrency}),
+                                   profile))
     built["items"] += [
         f"adapter {result['adapter'].model_name}/{result['adapter'].version} "
         f"(served as {result['served_adapter']})",
@@ -190,7 +227,8 @@ def _require_pass(gate: Any) -> None:
 
 
 def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: StepClock,
-                 echo: Callable[[str], None], gate_config: Any) -> dict[str, Any]:
+                 echo: Callable[[str], None], gate_config: Any,
+                 profile: DemoProfile) -> dict[str, Any]:
     """Steps 7-11, against the running endpoint."""
     import httpx
     import openai
@@ -230,7 +268,7 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
         corrected = [v.row for v in verdicts if not v.good]
         paraphrases = _paraphrases(settings, corrected, data_dir / "heldout-paraphrases.jsonl")
         tuned = finetune(settings, data=made["sft"].out, progress=False,
-                         config=_demo_finetune_config(settings, paraphrases))
+                         config=_demo_finetune_config(settings, paraphrases, profile))
         promote_adapter(tuned.model_name, "production", tuned.version, settings)
         loaded = http.post("/admin/adapters/load", json={"name": tuned.model_name})
         loaded.raise_for_status()
@@ -316,12 +354,37 @@ def _paraphrases(settings: Settings, corrected: list[dict[str, Any]], out: Path)
     return out
 
 
-def _demo_finetune_config(settings: Settings, heldout: Path | None) -> Any:
-    """``finetune/lora.yaml``, scored on the held-out paraphrases when there are some."""
+def _profile_gate_config(settings: Settings, config: Any, profile: DemoProfile) -> Any:
+    """The gate's config, asking only the profile's share of the golden set.
+
+    The share is written beside the demo's other datasets under the same file name, so its
+    results keep the dataset name ``golden``.
+    """
+    golden = "evals/golden.jsonl"
+    if profile.golden is None or golden not in config.datasets:
+        return config
+    rows = _jsonl(settings.root / golden)[:profile.golden]
+    out = settings.state_dir / "datasets" / f"{profile.name}-profile" / "golden.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    datasets = [str(out) if spec == golden else spec for spec in config.datasets]
+    return config.model_copy(update={"datasets": datasets})
+
+
+def _demo_finetune_config(settings: Settings, heldout: Path | None,
+                          profile: DemoProfile = PROFILES["full"]) -> Any:
+    """``finetune/lora.yaml`` with the profile's changes, scored on the held-out paraphrases
+    when there are some."""
     from llmops.finetune import load_finetune_config
 
     cfg = load_finetune_config(None, settings)
-    if heldout is None:
-        return cfg
-    evaluation = cfg.evaluation.model_copy(update={"data": str(heldout)})
-    return cfg.model_copy(update={"evaluation": evaluation})
+    training = {k: v for k, v in (("epochs", profile.epochs),
+                                  ("learning_rate", profile.learning_rate)) if v is not None}
+    evaluation: dict[str, Any] = {}
+    if heldout is not None:
+        evaluation["data"] = str(heldout)
+    if not profile.score_training_rows:
+        evaluation["on_train"] = False
+    return cfg.model_copy(update={
+        "training": cfg.training.model_copy(update=training),
+        "evaluation": cfg.evaluation.model_copy(update=evaluation)})

@@ -99,7 +99,8 @@ class IndexConfig(BaseModel):
     )
     embedder: str = Field(
         "minilm",
-        description="'minilm' (the offline all-MiniLM-L6-v2), a sentence-transformers folder or id.",
+        description="'minilm' (the offline all-MiniLM-L6-v2), a sentence-transformers folder or "
+                    "id, or 'hash' (no model: word hashing, for smoke tests and CI).",
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Chunks embedded and written per batch.")
     engine: Literal["local", "ray"] = Field(

@@ -1,15 +1,19 @@
-"""Embedders: one protocol, and the sentence-transformers implementation (offline MiniLM)."""
+"""Embedders: one protocol; the sentence-transformers implementation (offline MiniLM), and a
+model-free hash embedder for smoke tests."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmops.errors import ConfigError, MissingExtraError
 
-__all__ = ["Embedder", "QueryBatcher", "SentenceTransformerEmbedder", "as_langchain_embeddings",
-           "load_embedder"]
+__all__ = ["Embedder", "HashEmbedder", "QueryBatcher", "SentenceTransformerEmbedder",
+           "as_langchain_embeddings", "load_embedder"]
 
 
 class Embedder(Protocol):
@@ -67,6 +71,40 @@ class SentenceTransformerEmbedder:
         return vectors.tolist()
 
 
+_WORD = re.compile(r"\w+")
+
+
+class HashEmbedder:
+    """Feature hashing of words into a unit vector: no model, no download, no torch.
+
+    Each lower-cased word adds +1 or -1 (from its BLAKE2 digest, so the same on every
+    process and machine) to one of ``dims`` coordinates; the sum is scaled to length 1.
+    Texts that share words get close vectors, so retrieval finds exact words, but there is
+    no meaning: use it for smoke tests and CI of an application (``index.embedder: hash``),
+    never to judge answer quality.
+    """
+
+    def __init__(self, dims: int = 384) -> None:
+        self.name = f"hash-{dims}"
+        self.dims = dims
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [self._vector(text) for text in texts]
+
+    def _vector(self, text: str) -> list[float]:
+        vector = [0.0] * self.dims
+        # a text without words (punctuation only, or empty) still gets a vector of its own
+        for word in _WORD.findall(text.lower()) or [text]:
+            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+            vector[int.from_bytes(digest[:4], "little") % self.dims] += (
+                1.0 if digest[4] & 1 else -1.0)
+        norm = math.sqrt(sum(x * x for x in vector))
+        if norm == 0.0:  # every word cancelled out: fall back to the text's own coordinate
+            digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+            vector[int.from_bytes(digest, "little") % self.dims] = norm = 1.0
+        return [x / norm for x in vector]
+
+
 class QueryBatcher:
     """Embeds the queries of concurrent callers together: one model call for all the queries
     that arrived while the previous call ran (an evaluation asks many questions at once).
@@ -117,7 +155,13 @@ class QueryBatcher:
 
 
 def load_embedder(name: str, batch_size: int = 64) -> Embedder:
-    """The embedder an ``index.embedder`` setting names."""
+    """The embedder an ``index.embedder`` setting names.
+
+    ``hash`` is the :class:`HashEmbedder` (no model: smoke tests, CI); ``minilm`` or any other
+    name is a sentence-transformers model (``minilm``: the offline all-MiniLM-L6-v2).
+    """
+    if name == "hash":
+        return HashEmbedder()
     return SentenceTransformerEmbedder(name, batch_size)
 
 

@@ -35,14 +35,27 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def index_settings(project: Path, corpus: Path):
+def _index_settings(project: Path, corpus: Path, embedder: str):
     from llmops.config import load_settings
 
     with (project / "llmops.yaml").open("a") as f:
         f.write(f"index:\n  source: {corpus}\n  chunk_size: 300\n  chunk_overlap: 40\n"
-                "  batch_size: 8\n  max_document_bytes: 20000\n")
+                f"  batch_size: 8\n  max_document_bytes: 20000\n  embedder: {embedder}\n")
     return load_settings(root=project)
+
+
+@pytest.fixture
+def index_settings(project: Path, corpus: Path):
+    """The project's index on the real MiniLM embedder."""
+    return _index_settings(project, corpus, "minilm")
+
+
+@pytest.fixture
+def hash_index_settings(project: Path, corpus: Path):
+    """The project's index on the hash embedder (no model, no torch): for tests of the
+    bookkeeping (which chunks are written, deleted, re-embedded after a crash), which holds
+    whatever the vectors mean; a job in a subprocess then starts in about a second."""
+    return _index_settings(project, corpus, "hash")
 
 
 def snapshot(settings, name: str = "docs") -> dict:

@@ -23,7 +23,7 @@ _ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class EngineConfig(BaseModel):
-    """vLLM's OpenAI-compatible server, started as a subprocess."""
+    """vLLM's OpenAI-compatible server (or another one: ``command``), started as a subprocess."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +32,12 @@ class EngineConfig(BaseModel):
                           "project's base model (chat_model.model in llmops.yaml).")
     served_model_name: str = Field("base", description="The name clients put in 'model'.")
     url: str | None = Field(None, description="Use an engine already running here; start none.")
+    command: list[str] | None = Field(
+        None, description="Start this OpenAI-compatible server instead of vLLM: its argument "
+                          "list, where {host}, {port}, {model} and {served_model_name} are filled "
+                          "in (it must listen on {port}). It runs under the same watchdog and gets "
+                          "the engine's key as VLLM_API_KEY, which it must demand on /v1/models; "
+                          "the vLLM settings below are not passed to it.")
     api_key_env: str = Field(
         "LLMOPS_ENGINE_API_KEY",
         description="Environment variable holding the key (vLLM's VLLM_API_KEY) of an engine "
@@ -62,6 +68,15 @@ class EngineConfig(BaseModel):
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="KV cache on CPU builds (GiB).")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
     start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")
+
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not any("{port}" in arg for arg in value):
+            raise ValueError("the engine command must listen where the gateway looks: put "
+                             "{port} in it (e.g. [my-server, --port, '{port}'])")
+        return value
 
 
 class GatewayConfig(BaseModel):

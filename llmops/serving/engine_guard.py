@@ -1,8 +1,8 @@
 """What keeps the engine tied to its gateway: a watchdog process and a key check on every route.
 
-The watchdog runs as ``python -m llmops.serving.engine_guard --parent-pid P [--pid-file F] --
-<vllm command>``. It starts vLLM in a process group of its own and stops that whole group
-(vLLM's API server and the engine-core processes it spawns) when the gateway process ``P``
+The watchdog runs as ``python -m llmops.serving.engine_guard --parent-pid P [--pid-file F]
+[--port N] -- <vllm command>`` (or another engine's command: ``engine.command``). It starts
+vLLM in a process group of its own and stops that whole group (vLLM's API server and the engine-core processes it spawns) when the gateway process ``P``
 dies, however it dies (``kill -9`` included: the kernel sends the watchdog SIGTERM through
 ``PR_SET_PDEATHSIG``, and a poll of the parent pid backs that up), or when it gets SIGTERM
 itself. It exits with vLLM's status when vLLM exits on its own.
@@ -146,8 +146,10 @@ def _set_engine_pdeathsig() -> None:
 
 
 def run(parent_pid: int, cmd: Sequence[str], pid_file: Path | None = None,
-        grace_s: float = 10.0) -> int:
-    """Run ``cmd`` while ``parent_pid`` lives; returns vLLM's exit code (or 143 when stopped)."""
+        grace_s: float = 10.0, port: int | None = None) -> int:
+    """Run ``cmd`` while ``parent_pid`` lives; returns vLLM's exit code (or 143 when stopped).
+
+    ``port`` (for the pid file) defaults to the command's ``--port``."""
     stop = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -166,7 +168,8 @@ def run(parent_pid: int, cmd: Sequence[str], pid_file: Path | None = None,
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = pid_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"guard_pid": os.getpid(), "engine_pgid": engine.pid,
-                                   "port": _port_of(cmd), "started": time.time()}))
+                                   "port": port if port is not None else _port_of(cmd),
+                                   "started": time.time()}))
         os.replace(tmp, pid_file)
     code = 143
     try:
@@ -205,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Stop the engine when this process dies.")
     parser.add_argument("--pid-file", type=Path, default=None,
                         help="Where to record this watchdog's pid and the engine's group.")
+    parser.add_argument("--port", type=int, default=None,
+                        help="The engine's port (recorded in the pid file, and what tells a later "
+                             "start that this watchdog is ours); default: the command's --port.")
     parser.add_argument("--grace-s", type=float, default=10.0,
                         help="Seconds between SIGTERM and SIGKILL when stopping the engine.")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the engine's command.")
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("no engine command after --")
-    return run(args.parent_pid, cmd, args.pid_file, args.grace_s)
+    return run(args.parent_pid, cmd, args.pid_file, args.grace_s, args.port)
 
 
 if __name__ == "__main__":

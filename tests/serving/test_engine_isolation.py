@@ -1,7 +1,8 @@
 """The engine lives and dies with its gateway, and only the gateway reaches it.
 
-A real vLLM (CPU build, the tiny model): the session engine for the key and environment
-checks, and ``llmops serve`` starting its own engine for the kill -9 test.
+A real vLLM (CPU build, the tiny model), the session engine, for the key and environment
+checks; for the kill -9 test, ``llmops serve`` starting its own engine under the real watchdog,
+a stub engine in vLLM's place (``tests/serving/stub_engine.py``; why: at the test).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from llmops.models.devices import vllm_cpu_environment
 from llmops.processes import wait_for_http, wait_until
 from llmops.serving.config import EngineConfig
-from llmops.serving.engine import Engine, EngineError, engine_environment
+from llmops.serving.engine import Engine, EngineError, engine_command, engine_environment
 from tests.conftest import free_port, run_cli
 from tests.serving.conftest import CANARY_SECRETS, GatewayProcess
 
@@ -130,34 +132,55 @@ def test_the_engine_environment_takes_vllm_settings_from_the_gateways() -> None:
     assert (theirs["VLLM_USE_AOT_COMPILE"], theirs["VLLM_API_KEY"]) == ("1", "k")
 
 
+def test_an_engine_command_runs_in_vllms_place() -> None:
+    cfg = EngineConfig(port=8123, command=["srv", "--port", "{port}", "--model={model}",
+                                           "--name", "{served_model_name}", "{host}"])
+    assert engine_command(cfg, "m") == ["srv", "--port", "8123", "--model=m", "--name", "base",
+                                        "127.0.0.1"]
+    with pytest.raises(ValidationError, match=r"put \{port\} in it"):
+        EngineConfig(command=["srv", "--port", "8123"])
+
+
 # -- llmops serve with its own engine ------------------------------------------------------------
-def write_own_engine_endpoint(project: Path, gateway_port: int, engine_port: int) -> None:
+STUB_ENGINE = Path(__file__).with_name("stub_engine.py")
+
+
+def write_own_engine_endpoint(project: Path, gateway_port: int, engine_port: int,
+                              stub: bool = False) -> None:
+    """An endpoint whose ``llmops serve`` starts its own engine: vLLM, or the stub engine."""
+    command = (f"  command: [{sys.executable}, {STUB_ENGINE}, --host, '{{host}}', --port, "
+               f"'{{port}}', --served-model-name, '{{served_model_name}}']\n" if stub else "")
     (project / "serving").mkdir(exist_ok=True)
     (project / "serving" / "endpoint.yaml").write_text(
         f"engine:\n  port: {engine_port}\n  max_model_len: 512\n  enable_lora: false\n"
         f"  cpu_kvcache_space_gib: 1\n  start_timeout_s: 600\n  extra_args: [--enforce-eager]\n"
+        f"{command}"
         f"gateway:\n  host: 127.0.0.1\n  port: {gateway_port}\n  max_tokens_cap: 64\n"
         f"  log_flush_interval_s: 0.2\n  upstream_timeout_s: 60\n")
 
 
 def wait_readyz(gw: GatewayProcess, timeout: float = 900) -> None:
-    wait_for_http(gw.url + "/readyz", timeout=timeout, proc=gw.proc, interval=1.0,
+    wait_for_http(gw.url + "/readyz", timeout=timeout, proc=gw.proc, interval=0.2,
                   log_path=gw.project / f"gateway-{gw.port}.log", error=AssertionError,
                   what="llmops serve (and its engine) to answer /readyz")
 
 
 def test_the_engine_dies_with_a_killed_gateway_and_a_restart_serves(project: Path) -> None:
+    # A stub engine (engine.command), not vLLM: what is under test is the watchdog and how
+    # `llmops serve` starts, clears and stops its engine, which run the same for any command;
+    # vLLM would cost two starts of ~30 s each. A real vLLM under the watchdog serves in the
+    # session engine (Engine.start, above), and under `llmops serve` in tests/test_demo.py.
     import openai
 
     gport, eport = free_port(), free_port()
-    write_own_engine_endpoint(project, gport, eport)
+    write_own_engine_endpoint(project, gport, eport, stub=True)
     pid_file = project / ".llmops" / "dev" / f"engine-{eport}.pid"
     gw = GatewayProcess(project, gport, args=("--engine-port", str(eport)))
     try:
         wait_readyz(gw)
         record = engine_record(pid_file)
         guard, pgid = record["guard_pid"], record["engine_pgid"]
-        assert running(guard) and group_members(pgid)
+        assert running(guard) and len(group_members(pgid)) == 2  # the stub and its "engine core"
         assert proc_field(guard, "PPid") == str(gw.proc.pid)
 
         gw.kill9()
@@ -165,7 +188,7 @@ def test_the_engine_dies_with_a_killed_gateway_and_a_restart_serves(project: Pat
             wait_until(lambda: not (running(guard) or group_members(pgid)), timeout=30,
                        what="the engine to die with its gateway", error=AssertionError)
         assert not running(guard), "the engine's watchdog outlived its gateway"
-        assert not group_members(pgid), "vLLM (or its engine core) outlived its gateway"
+        assert not group_members(pgid), "the engine (or its engine core) outlived its gateway"
     finally:
         gw.stop()
 

@@ -2,10 +2,11 @@
 
 The watchdog runs as ``python -m llmops.serving.engine_guard --parent-pid P [--pid-file F]
 [--port N] -- <vllm command>`` (or another engine's command: ``engine.command``). It starts
-vLLM in a process group of its own and stops that whole group (vLLM's API server and the engine-core processes it spawns) when the gateway process ``P``
-dies, however it dies (``kill -9`` included: the kernel sends the watchdog SIGTERM through
-``PR_SET_PDEATHSIG``, and a poll of the parent pid backs that up), or when it gets SIGTERM
-itself. It exits with vLLM's status when vLLM exits on its own.
+vLLM in a process group of its own and stops that whole group (vLLM's API server and the
+engine-core processes it spawns) when the gateway process ``P`` dies, however it dies
+(``kill -9`` included: the kernel sends the watchdog SIGTERM through ``PR_SET_PDEATHSIG``, and
+a poll of the parent pid backs that up), or when it gets SIGTERM itself. It exits with vLLM's
+status when vLLM exits on its own.
 
 :class:`EngineKeyCheck` runs inside vLLM (``--middleware``): vLLM's own ``VLLM_API_KEY`` check
 guards only ``/v1``, ``/v2``, ``/inference`` and ``/cohere``, while vLLM 0.32 also serves

@@ -17,9 +17,9 @@ from llmops.chains import log_chain, promote
 from llmops.errors import RolloutError
 from llmops.indexing import update_index
 from llmops.prompts import set_alias, sync_prompts
-from llmops.rollouts import RolloutSpec, abort_rollout, latest_for_chain, start_rollout
-from tests.conftest import run_cli
-from tests.serving.conftest import read_rows, wait_rows
+from llmops.rollouts import RolloutSpec, abort_rollout, assign_arm, latest_for_chain, start_rollout
+from tests.conftest import free_port, run_cli
+from tests.serving.conftest import GatewayProcess, read_rows, write_endpoint
 
 
 def _ask(h: httpx.Client, user: str) -> dict:
@@ -36,6 +36,14 @@ def _ask_all(h: httpx.Client, users: list[str]) -> dict[str, dict]:
 
     with ThreadPoolExecutor(4) as pool:
         return dict(zip(users, pool.map(lambda u: _ask(h, u), users), strict=True))
+
+
+def _ask_all_at(clients: list[httpx.Client], users: list[str]) -> list[dict]:
+    """``users[i]`` asks through ``clients[i]``, all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return list(pool.map(_ask, clients, users))
 
 
 def _until(what: str, check, timeout: float = 30.0, why=lambda: ""):
@@ -59,9 +67,31 @@ def _rollout_rows(settings) -> int:
     return len(read_rows(settings.root, "rollouts"))
 
 
+@pytest.fixture
+def routing_gateway(project: Path, engine_url: str, tmp_path: Path):
+    """Start (not wait for) a gateway that routes rollouts and judges none. Each reads its own
+    endpoint file, so it can start while a ``start_gateway`` one (those share the project's
+    serving/endpoint.yaml) is still reading its own."""
+    started: list[GatewayProcess] = []
+
+    def start() -> GatewayProcess:
+        port = free_port()
+        folder = tmp_path / f"routing-{port}"
+        folder.mkdir()
+        write_endpoint(folder, engine_url, port, rollout_refresh_s=0.5, rollout_evaluate_s=0)
+        gw = GatewayProcess(project, port,
+                            args=("--config", str(folder / "serving" / "endpoint.yaml")))
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
 @pytest.mark.slow
-def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settings,
-                                                           start_gateway, docs_indexed) -> None:
+def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settings, start_gateway,
+                                                           routing_gateway, docs_indexed) -> None:
     from mlflow import MlflowClient
 
     sync_prompts(settings)
@@ -84,11 +114,14 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
                   cwd=project)
     assert bad.returncode == 1 and "at most 100" in bad.stderr and _rollout_rows(settings) == 0
 
-    # two gateways; A judges its rollouts every second, B only routes
-    a = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=1)
-    b = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=0)
+    # two gateways, started side by side; A judges its rollouts every second, B only routes
+    a = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=1, wait=False)
+    b = routing_gateway()
+    a.wait_ready(), b.wait_ready()
     ha, hb = (httpx.Client(base_url=g.url, timeout=120) for g in (a, b))
-    assert "rollout" not in _ask(ha, "warm-up")
+    # each loads docs-qa@production at its first request: both at once
+    assert not any("rollout" in got for got in _ask_all_at(
+        [ha, hb], ["warm-up-a", "warm-up-b"]))
 
     spec = RolloutSpec(steps=[50, 100], min_rated=10, min_rated_per_step=10,
                        guardrails=["error_rate"], min_requests=10, tuned_for=50)
@@ -97,6 +130,9 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     with pytest.raises(RolloutError, match="already has a running rollout"):
         start_rollout("docs-qa", "staging", settings, spec)
     assert _rollout_rows(settings) == 1
+    # a gateway started after the rollout began (B restarted, below): it starts while A and B
+    # serve, and knows no more than the rollouts table tells it
+    b2 = routing_gateway()
     # picked up by both running gateways within seconds, without a restart
     for h in (ha, hb):
         _until("the gateway routes by the rollout", lambda h=h: "rollout" in _ask(h, "probe"), 10)
@@ -112,9 +148,9 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     # another gateway process, and a restarted one, put every user on the same arm
     assert {u: v["arm"] for u, v in _ask_all(hb, users).items()} == arms
     b.stop()
-    b2 = start_gateway(rollout_refresh_s=0.5, rollout_evaluate_s=0)
-    hb2 = httpx.Client(base_url=b2.url, timeout=120)
-    assert {u: _ask(hb2, u)["arm"] for u in users[:10]} == {u: arms[u] for u in users[:10]}
+    hb2 = httpx.Client(base_url=b2.wait_ready().url, timeout=120)
+    assert {u: v["arm"] for u, v in _ask_all(hb2, users[:10]).items()} == {
+        u: arms[u] for u in users[:10]}
 
     # The arms are a hash of (rollout id, user) and the rollout id is random, so 30 users can
     # leave an arm below min_rated (10), and then no verdict is possible: about 4% of runs.
@@ -154,14 +190,28 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     assert analysis["phase"] == "successful" and analysis["rollout_id"] == started.rollout_id
     assert ha.get("/v1/rollouts/nope/analysis").status_code == 404
     # the log ties every answer of the rollout to its arm
-    logged = wait_rows(project, "inference_log", 80)
-    mine = logged[logged["rollout_id"] == started.rollout_id]
+    rids = {v["rid"]: arms[u] for u, v in on_a.items()}
+
+    def logged_answers():
+        rows = read_rows(project, "inference_log")
+        rows = rows[rows["request_id"].isin(list(rids))]
+        return rows if len(rows) == len(rids) else None
+
+    mine = _until("gateway A logs every answer of the rollout",
+                  lambda: (rows := logged_answers()) is not None and [rows], 30)[0]
+    assert set(mine["rollout_id"]) == {started.rollout_id}
+    assert dict(zip(mine["request_id"], mine["rollout_arm"], strict=True)) == rids
     assert set(mine["rollout_arm"]) == {"production", "candidate"}
     # traffic is back on production (now v2) with no rollout
     _until("the gateway stops routing", lambda: "rollout" not in _ask(ha, "user-0"), 10)
 
-    # a candidate that fails is rolled back on its error rate
-    update_index(settings, collection="scratch", progress=False, record=False)
+    # a candidate that fails is rolled back on its error rate: its collection is gone (one
+    # short page indexed into it, so that the chain can be logged, then deleted)
+    (project / "scratch_docs").mkdir()
+    (project / "scratch_docs" / "rollouts.md").write_text(
+        "# Rollouts\n\nA rollout sends a share of the traffic to a candidate chain version.\n")
+    update_index(settings, source=project / "scratch_docs", collection="scratch",
+                 progress=False, record=False)
     broken = (chains / "docs_qa.py").read_text().replace('"collection": "docs"',
                                                           '"collection": "scratch"')
     (chains / "docs_qa_scratch.py").write_text(broken)
@@ -177,8 +227,15 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
            # a candidate-arm answer is a 503 here (no versions): production users show it
            lambda: any(_ask(ha, f"probe-{i}").get("rollout") == second.rollout_id
                        for i in range(12)), 20)
-    # 60 users: each arm gets the guardrail's 10 requests (min_requests) whatever the draw
-    _ask_all(ha, [f"user-{i}" for i in range(60)])
+    # users picked by the arm the router gives them, so that each arm gets exactly the
+    # guardrail's min_requests new requests
+    by_arm: dict[str, list[str]] = {"production": [], "candidate": []}
+    for i in range(1000):
+        arm = assign_arm(second.rollout_id, f"user:user-{i}", second.share)
+        if len(by_arm[arm]) < spec.min_requests:
+            by_arm[arm].append(f"user-{i}")
+    asked = _ask_all(ha, by_arm["production"] + by_arm["candidate"])
+    assert {asked[u].get("arm") for u in by_arm["production"]} == {"production"}
     rolled = _until("gateway A rolls the candidate back", lambda: (
         s := latest_for_chain(settings.lakehouse, "docs-qa")) and not s.running and s, 60,
         lambda: _why(settings, a))

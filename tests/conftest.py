@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,9 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from llmops.processes import free_port as port
+
+    return port()
 
 
 @pytest.fixture(scope="session")
@@ -160,32 +157,25 @@ def settings(project: Path):
 
 
 class ServerProcess:
-    """A server started for the test session, ready once ``url`` answers 200."""
+    """A server started for the test session, ready once ``health_url`` answers 200."""
 
     def __init__(self, name: str, cmd: list[str], folder: Path, health_url: str,
                  timeout: float) -> None:
-        self.log = open(folder / "server.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {(folder / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"{name} did not become healthy in {timeout:.0f} s")
+        from llmops.processes import start_process, stop_process_tree, wait_for_http
+
+        log = folder / "server.log"
+        self.proc = start_process(cmd, log)
+        try:
+            wait_for_http(health_url, timeout=timeout, proc=self.proc, log_path=log,
+                          interval=0.3, what=name, error=RuntimeError)
+        except RuntimeError:
+            stop_process_tree(self.proc)
+            raise
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        from llmops.processes import stop_process_tree
+
+        stop_process_tree(self.proc, grace_s=20)
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from llmops.processes import start_process, stop_process_tree, wait_for_http
 from tests.conftest import REPO, free_port
 
 # Secrets the gateway's environment may hold; the session engine starts with them set, and
@@ -88,23 +87,16 @@ class GatewayProcess:
         full_env = {**os.environ, **(env or {})}
         for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
             full_env.pop(var, None)
-        self.log = open(project / f"gateway-{port}.log", "ab")
-        self.proc = subprocess.Popen(
+        self.log_path = project / f"gateway-{port}.log"
+        self.proc = start_process(
             [str(Path(sys.executable).parent / "llmops"), "serve", "--port", str(port), *args],
-            cwd=project, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+            self.log_path, cwd=project, env=full_env)
 
     def wait_ready(self, timeout: float = 120) -> GatewayProcess:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited {self.proc.returncode}: {self.output()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"gateway not up after {timeout} s: {self.output()[-3000:]}")
+        wait_for_http(self.url + "/healthz", timeout=timeout, proc=self.proc,
+                      log_path=self.log_path, interval=0.3, what="the gateway's /healthz",
+                      error=RuntimeError)
+        return self
 
     def output(self) -> str:
         return (self.project / f"gateway-{self.port}.log").read_text(errors="replace")
@@ -114,13 +106,7 @@ class GatewayProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        stop_process_tree(self.proc, grace_s=60)
 
 
 @pytest.fixture
@@ -147,6 +133,8 @@ def read_rows(project: Path, table: str, env: str = "dev"):
 
 
 def wait_rows(project: Path, table: str, count: int, timeout: float = 30, env: str = "dev"):
+    """The table once it holds ``count`` rows, or as it is at the deadline (the caller's
+    assertion then says what is missing)."""
     deadline = time.time() + timeout
     rows = read_rows(project, table, env)
     while len(rows) < count and time.time() < deadline:

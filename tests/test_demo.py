@@ -70,7 +70,8 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
         return float(rows["value"].iloc[-1])
 
     # retrieval measurably helps: the closed-book candidate scores lower and the gate rejects it
-    assert status["1"] == "passed" and status["2"] == "rejected"
+    assert status["1"] == "passed" and status["2"] == "rejected", re.findall(r"^      - .*$",
+                                                                             text, re.M)
     with_rag, closed = "models:/docs-qa/1", "models:/docs-qa/2"
     assert golden(with_rag, "fact_hit") > golden(closed, "fact_hit")
     assert golden(with_rag, "token_f1") > golden(closed, "token_f1")
@@ -78,7 +79,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert (f"golden set with retrieval:    token F1 {golden(with_rag, 'token_f1'):.3f}, "
             f"fact hit {golden(with_rag, 'fact_hit'):.3f}") in text
     # an equal candidate (the same chain logged again) scores the same and is promoted
-    assert status["3"] == "passed"
+    assert status["3"] == "passed", re.findall(r"^      - .*$", text, re.M)
     for metric in ("token_f1", "fact_hit", "source_hit"):
         assert golden("models:/docs-qa/3", metric) == golden(with_rag, metric)
     assert "the same chain logged again as docs-qa/3: passed, now @production" in text

@@ -60,7 +60,8 @@ def main() -> int:
     import pandas as pd
 
     from llmops.chains import log_chain
-    from llmops.chains.batch import ChainWorker, batch_run
+    from llmops.chains.batch import batch_run
+    from llmops.chains.workers import ChainWorker
     from llmops.config import load_settings
     from llmops.indexing import update_index
     from llmops.prompts import set_alias, sync_prompts

@@ -17,15 +17,13 @@ from typing import Any
 
 from llmops.batch import BatchResult, run_batch
 from llmops.batch.vllm import engine_model, vllm_stages
-from llmops.chains.registry import ask
 from llmops.chains.workers import OUTPUT_SCHEMA, ChainWorker, PromptWorker
 from llmops.config import Settings
 from llmops.errors import BatchError
 from llmops.lakehouse import append_rows, inference_row
 from llmops.registry import model_version
 
-# ``ask`` and ``ChainWorker`` are re-exported: evaluations and benchmarks import them from here
-__all__ = ["ChainWorker", "ask", "batch_run"]
+__all__ = ["batch_run"]
 
 
 def batch_run(ref: str, source: Any, settings: Settings, output: Path | None = None, *,

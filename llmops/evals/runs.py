@@ -190,7 +190,7 @@ def _answer_all(model: Any, questions: list[str], concurrency: int) -> list[dict
     """Every question's answer, ``concurrency`` at a time; a failed row keeps its error."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from llmops.chains.batch import ask
+    from llmops.chains import ask
 
     def one(question: str) -> dict[str, Any]:
         answer = ask(model, question)

@@ -377,7 +377,7 @@ def _profile_gate_config(settings: Settings, config: Any, profile: DemoProfile) 
 
 
 def _demo_finetune_config(settings: Settings, heldout: Path | None,
-                          profile: DemoProfile = PROFILES["full"]) -> Any:
+                          profile: DemoProfile) -> Any:
     """``finetune/lora.yaml`` with the profile's changes, scored on the held-out paraphrases
     when there are some."""
     from llmops.finetune import load_finetune_config

@@ -69,7 +69,6 @@ class EngineConfig(BaseModel):
     extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
     start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")
 
-
     @field_validator("command")
     @classmethod
     def _check_command(cls, value: list[str] | None) -> list[str] | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from llmops.processes import free_port, start_process, stop_process_tree, wait_for_http
+
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,12 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def free_port() -> int:
-    from llmops.processes import free_port as port
-
-    return port()
 
 
 @pytest.fixture(scope="session")
@@ -161,8 +157,6 @@ class ServerProcess:
 
     def __init__(self, name: str, cmd: list[str], folder: Path, health_url: str,
                  timeout: float) -> None:
-        from llmops.processes import start_process, stop_process_tree, wait_for_http
-
         log = folder / "server.log"
         self.proc = start_process(cmd, log)
         try:
@@ -173,8 +167,6 @@ class ServerProcess:
             raise
 
     def stop(self) -> None:
-        from llmops.processes import stop_process_tree
-
         stop_process_tree(self.proc, grace_s=20)
 
 

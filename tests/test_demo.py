@@ -73,6 +73,10 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert status["1"] == "passed" and status["2"] == "rejected", re.findall(r"^      - .*$",
                                                                              text, re.M)
     with_rag, closed = "models:/docs-qa/1", "models:/docs-qa/2"
+    # the quick profile: the gates asked the 12 golden questions the users ask, not all 30
+    asked = results[(results["model_uri"] == with_rag) & (results["dataset"] == "golden")
+                    & results["example_id"].notna()]
+    assert asked["example_id"].nunique() == 12
     assert golden(with_rag, "fact_hit") > golden(closed, "fact_hit")
     assert golden(with_rag, "token_f1") > golden(closed, "token_f1")
     assert client.get_model_version("docs-qa", "2").tags["llmops.rejected"]

@@ -55,8 +55,9 @@ class DemoProfile:
     epochs: float | None = None  # fine-tuning passes (None: finetune/lora.yaml's)
     learning_rate: float | None = None  # (None: finetune/lora.yaml's)
     score_training_rows: bool = True
-    gate_latency: bool = True  # False: latency is reported, not gated (a dozen answers on a
-    # shared machine make its ratio to production noise)
+    # False: latency is reported, not gated (on a dozen answers from a shared machine, its
+    # ratio to production is noise)
+    gate_latency: bool = True
 
 
 PROFILES = {
@@ -68,6 +69,12 @@ PROFILES = {
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def _scores(report: Any, dataset: str = "golden") -> str:
@@ -349,11 +356,7 @@ def _paraphrases(settings: Settings, corrected: list[dict[str, Any]], out: Path)
         return None
     ids = {row["id"] for row in corrected}
     rows = [row for row in _jsonl(path) if row.get("of") in ids]
-    if not rows:
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return out
+    return _write_jsonl(out, rows) if rows else None
 
 
 def _profile_gate_config(settings: Settings, config: Any, profile: DemoProfile) -> Any:
@@ -368,10 +371,8 @@ def _profile_gate_config(settings: Settings, config: Any, profile: DemoProfile) 
     golden = "evals/golden.jsonl"
     if profile.golden is None or golden not in config.datasets:
         return config
-    rows = _jsonl(settings.root / golden)[:profile.golden]
-    out = settings.state_dir / "datasets" / f"{profile.name}-profile" / "golden.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    out = _write_jsonl(settings.state_dir / "datasets" / f"{profile.name}-profile" / "golden.jsonl",
+                       _jsonl(settings.root / golden)[:profile.golden])
     datasets = [str(out) if spec == golden else spec for spec in config.datasets]
     return config.model_copy(update={"datasets": datasets})
 

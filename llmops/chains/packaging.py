@@ -21,9 +21,6 @@ from llmops.registry import CHAIN_KIND, KIND_TAG, adapter_version, check_name_fr
 
 __all__ = ["ChainInput", "ChainModel", "LoggedChain", "log_chain", "read_chain_defaults"]
 
-INPUT_EXAMPLE = [{"question": "How do I promote a chain to production?"}]
-
-
 class ChainInput(BaseModel):
     """One request to a chain: the signature's input row."""
 
@@ -190,8 +187,10 @@ def log_chain(
                 name="chain",
                 python_model=str(file),
                 model_config=model_config,
-                # the signature comes from ChainModel.predict's type hints
-                input_example=INPUT_EXAMPLE,
+                # The signature comes from ChainModel.predict's type hints. No input
+                # example: with one, MLflow runs the chain on it twice while logging (to
+                # check the type hints, then the serving input), which asks the chat model
+                # twice: a paid call to a hosted model, a load of a local one.
                 pip_requirements=_requirements(),
                 # The llmops code the chain file imports travels with the model, so
                 # the model loads wherever its requirements are installed.

@@ -14,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmops.config import Settings, load_settings
+from llmops.demo.canary import CANARY_SPEC, QUICK_CANARY_SPEC
 from llmops.demo.report import StepClock, quiet_libraries, summary_lines
 from llmops.demo.serving import serving, wait_for_rows
+from llmops.rollouts import RolloutSpec
 
 __all__ = ["DEMO_QUESTIONS", "PROFILES", "STEPS", "DemoProfile", "run_demo"]
 
@@ -46,8 +49,9 @@ class DemoProfile:
 
     ``full`` (the default) asks the gates every golden question and fine-tunes as
     ``finetune/lora.yaml`` says; ``quick`` runs the same steps on less: the gates ask the
-    golden questions the simulated users ask, and the adapter trains for fewer, larger steps
-    without scoring its own training rows.
+    golden questions the simulated users ask, the adapter trains for fewer, larger steps
+    without scoring its own training rows, and the canary's users ask only the corrected
+    questions and it reaches a verdict on fewer ratings.
     """
 
     name: str
@@ -58,12 +62,17 @@ class DemoProfile:
     # False: latency is reported, not gated (on a dozen answers from a shared machine, its
     # ratio to production is noise)
     gate_latency: bool = True
+    canary: RolloutSpec = CANARY_SPEC  # the canary's rollout
+    # True: the canary's users ask only the questions corrected at step 7 (production answers
+    # them without the fact, so the verdict comes on fewer users); False: all of step 7's
+    canary_corrected_only: bool = False
 
 
 PROFILES = {
     "full": DemoProfile("full"),
     "quick": DemoProfile("quick", golden=12, epochs=2, learning_rate=4e-3,
-                         score_training_rows=False, gate_latency=False),
+                         score_training_rows=False, gate_latency=False,
+                         canary=QUICK_CANARY_SPEC, canary_corrected_only=True),
 }
 
 
@@ -252,9 +261,12 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
     out: dict[str, Any] = {}
     golden = _jsonl(settings.root / "evals" / "golden.jsonl")[:users]
     with httpx.Client(base_url=url, timeout=300) as http:
-        # 7: simulated users ask through the gateway and judge by the reference fact
-        verdicts = [ask_and_judge(http, chain, row, f"demo-user-{i + 1}")
-                    for i, row in enumerate(golden)]
+        # 7: simulated users ask through the gateway and judge by the reference fact, four
+        # at a time (the engine batches them), shown in the golden set's order
+        with ThreadPoolExecutor(4, thread_name_prefix="demo-user") as pool:
+            verdicts = list(pool.map(
+                lambda i: ask_and_judge(http, chain, golden[i], f"demo-user-{i + 1}"),
+                range(len(golden))))
         for v in verdicts:
             echo(f"      user asks: {v.row['question']}\n      A: {v.answer['answer']!r}\n"
                  f"      -> {'thumbs up' if v.good else 'thumbs down + correction'}")
@@ -330,7 +342,10 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
             return out
         # new users ask the questions of step 7 again: the candidate learned from the
         # corrections to them (the gate's held-out paraphrases are the fairer measure of that)
-        canary = run_canary(settings, http, chain, golden, echo)
+        asked = corrected if profile.canary_corrected_only and corrected else golden
+        which = (f"the {len(asked)} corrected questions" if asked is corrected
+                 else f"the {len(asked)} questions")
+        canary = run_canary(settings, http, chain, asked, echo, spec=profile.canary)
         state = canary.state
         arms = {arm: f"{sum(v.good for v in got)}/{len(got)} up"
                 for arm, got in canary.verdicts.items()}
@@ -338,8 +353,8 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
                        f"on {canary.users} simulated users: {state.status} "
                        f"(thumbs: candidate {arms['candidate']}, production "
                        f"{arms['production']})")
-        echo(f"      (a simulation: new users ask the {len(golden)} questions of step 7 again, "
-             "whose corrections the adapter learned from, and rate an answer up when it holds "
+        echo(f"      (a simulation: new users ask {which} of step 7 again, whose "
+             "corrections the adapter learned from, and rate an answer up when it holds "
              "the reference fact; the gateway split their traffic and judged it on its own)")
         for line in canary_lines(settings, canary):
             echo(line)

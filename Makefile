@@ -38,10 +38,20 @@ $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 # The layer contract first (pyproject.toml, [tool.importlinter]): an import that breaks the
-# shape fails the build and names the offending chain.
+# shape fails the build and names the offending chain. Then the tests on TEST_WORKERS pytest-xdist
+# workers, a test file to a worker (most of them wait on servers and subprocesses: one worker
+# kept about half of 2 cores busy), and last the demo's test on its own (it keeps both cores
+# busy, and beside other tests it ran several times slower). Both parts always run; either
+# failing fails the target.
+TEST_WORKERS ?= 2
+DEMO_TEST := tests/test_demo.py
+
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	rc=0; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=$(DEMO_TEST) || rc=$$?; \
+	$(BIN)/python -m pytest $(DEMO_TEST) || rc=$$?; \
+	exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmops tests benchmarks

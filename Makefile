@@ -42,16 +42,17 @@ $(CHROMIUM):
 # workers, a test file to a worker (most of them wait on servers and subprocesses: one worker
 # kept about half of 2 cores busy), and last the demo's test on its own (it keeps both cores
 # busy, and beside other tests it ran several times slower). Both parts always run; either
-# failing fails the target.
+# failing fails the target. They share one LLMOPS_TEST_CACHE (tests/conftest.py): the offline
+# models and the embedded docs are built once for the run, not once per worker and session.
 TEST_WORKERS ?= 2
 DEMO_TEST := tests/test_demo.py
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/lint-imports
-	rc=0; \
+	cache=$$(mktemp -d); rc=0; export LLMOPS_TEST_CACHE=$$cache; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=$(DEMO_TEST) || rc=$$?; \
 	$(BIN)/python -m pytest $(DEMO_TEST) || rc=$$?; \
-	exit $$rc
+	rm -rf "$$cache"; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmops tests benchmarks

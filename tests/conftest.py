@@ -1,12 +1,15 @@
 """Shared fixtures: every test runs in its own project folder with its own stores.
 
-The offline tiny model is built once per session and shared (read-only);
-everything else (MLflow sqlite stores, artifacts) lives in a temp project.
+The offline models and the embedded docs are built once per session and shared (read-only);
+everything else (MLflow sqlite stores, artifacts) lives in a temp project. With
+``LLMOPS_TEST_CACHE`` set to a folder (``make test`` sets a fresh one per run), those are built
+there once, under a lock, and shared by the pytest-xdist workers and the demo's session too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -40,25 +43,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """``name`` under ``$LLMOPS_TEST_CACHE`` when it is set (shared between sessions), else a
+    fresh folder of this session."""
+    cache = os.environ.get("LLMOPS_TEST_CACHE")
+    if not cache:
+        return tmp_path_factory.mktemp(name)
+    folder = Path(cache) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def building(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock while building in it: another session waits, then finds it built."""
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding the tiny model, built once per session."""
+    """A models folder holding the tiny model, built once per session (or cache)."""
     from llmops.models import ensure_tiny_model
 
-    folder = tmp_path_factory.mktemp("models")
-    ensure_tiny_model(folder, REPO / "docs")
+    folder = shared_folder(tmp_path_factory, "models")
+    with building(folder):
+        ensure_tiny_model(folder, REPO / "docs")
     return folder
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir(models_dir: Path) -> Path:
-    """SmolLM2-135M-Instruct converted once per session into the shared models folder.
+    """SmolLM2-135M-Instruct converted once per session (or cache) into the models folder.
 
     Only tests about the model's quality use it; plumbing tests use ``tiny``.
     """
     from llmops.models import ensure_smollm2
 
-    return ensure_smollm2(models_dir)
+    with building(models_dir):
+        return ensure_smollm2(models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -140,14 +164,21 @@ def docs_index(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Pa
     is copied. ``docs_indexed`` copies it into a test's project: the test's own
     ``update_index`` then finds each chunk unchanged and embeds nothing (about 20 s saved).
     """
-    root = tmp_path_factory.mktemp("docs-index")
-    shutil.copytree(REPO / "docs", root / "docs")
-    (root / "llmops.yaml").write_text(PROJECT_YAML.format(models_dir=models_dir))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMOPS_", "MLFLOW_TRACKING", "MLFLOW_EXPERIMENT"))}
-    subprocess.run([str(Path(sys.executable).parent / "llmops"), "index", "update"],
-                   cwd=root, env=env, check=True, capture_output=True, timeout=600)
-    return root / ".llmops" / "dev" / "chroma"
+    root = shared_folder(tmp_path_factory, "docs-index")
+    chroma = root / ".llmops" / "dev" / "chroma"
+    with building(root):
+        if (root / "built").is_file():
+            return chroma
+        shutil.rmtree(root)  # what a killed session left half built
+        root.mkdir()
+        shutil.copytree(REPO / "docs", root / "docs")
+        (root / "llmops.yaml").write_text(PROJECT_YAML.format(models_dir=models_dir))
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("LLMOPS_", "MLFLOW_TRACKING", "MLFLOW_EXPERIMENT"))}
+        subprocess.run([str(Path(sys.executable).parent / "llmops"), "index", "update"],
+                       cwd=root, env=env, check=True, capture_output=True, timeout=600)
+        (root / "built").touch()
+    return chroma
 
 
 def copy_docs_index(docs_index: Path, project: Path, env: str = "dev") -> Path:

@@ -4,7 +4,9 @@ The engine, the demo's ``llmops serve``, the benchmarks and the tests all start 
 subprocess and wait for it to answer. They share these helpers so that every wait has a
 deadline, fails at once when the process has exited, and says what it waited for with the
 tail of the process's log; and so that a stop leaves no child behind (SIGTERM to the process
-and its descendants, a grace period, then SIGKILL).
+and its descendants, a grace period, then SIGKILL). A child started with
+``die_with_parent=True`` is sent SIGTERM by the kernel when its parent dies, however it dies
+(``kill -9`` included), so it cannot outlive a parent that had no chance to stop it.
 
 Errors are :class:`~llmops.errors.LlmopsError` unless the caller names a subclass of its own
 (``error=EngineError``), so a caller's error tree stays its own.
@@ -12,6 +14,8 @@ Errors are :class:`~llmops.errors.LlmopsError` unless the caller names a subclas
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +30,7 @@ import psutil
 from llmops.errors import LlmopsError
 
 __all__ = [
+    "die_with_parent",
     "free_port",
     "http_status",
     "log_tail",
@@ -45,20 +50,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send this process ``signum`` when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere nothing happens). The parent here is the thread that
+    started the process: start such children from a thread that lives as long as they should.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
 def start_process(cmd: Sequence[str], log_path: Path, *, cwd: Path | None = None,
                   env: Mapping[str, str] | None = None, append: bool = True,
-                  new_session: bool = False) -> subprocess.Popen[bytes]:
+                  new_session: bool = False,
+                  with_parent: bool = False) -> subprocess.Popen[bytes]:
     """Start ``cmd`` with its stdout and stderr going to ``log_path`` (created with its folder).
 
     ``append=False`` starts the log afresh; ``new_session=True`` puts the process in a session
-    (and process group) of its own, so that a terminal's Ctrl-C does not reach it.
+    (and process group) of its own, so that a terminal's Ctrl-C does not reach it;
+    ``with_parent=True`` has the kernel send it SIGTERM when this process (the calling thread,
+    see :func:`die_with_parent`) dies, however it dies.
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab" if append else "wb") as log:
         return subprocess.Popen(list(cmd), cwd=cwd, env=None if env is None else dict(env),
                                 stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=new_session)
+                                start_new_session=new_session,
+                                preexec_fn=die_with_parent if with_parent else None)  # noqa: PLW1509
 
 
 def log_tail(log_path: Path | None, chars: int = 3000) -> str:

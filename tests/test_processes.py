@@ -72,3 +72,34 @@ def test_stopping_a_gone_process_is_no_error(tmp_path: Path) -> None:
     proc.wait(30)
     assert stop_process_tree(proc) == 0
     assert stop_process_tree(proc.pid) is None
+
+
+# a parent that starts a sleeping child through start_process, prints its pid, then waits
+PARENT = (
+    "import sys, time\n"
+    "from llmops.processes import start_process\n"
+    "child = start_process([sys.executable, '-c', 'import time; time.sleep(300)'], "
+    "sys.argv[1], with_parent=sys.argv[2] == 'yes')\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+@pytest.mark.parametrize("with_parent", [True, False])
+def test_a_child_started_with_its_parent_dies_with_it(tmp_path: Path, with_parent: bool) -> None:
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "child.log"),
+                               "yes" if with_parent else "no"], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    try:
+        parent.send_signal(signal.SIGKILL)  # no cleanup runs in the parent
+        parent.wait(timeout=30)
+        if with_parent:
+            wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+                       timeout=30, what="the child to stop with its parent")
+        else:  # the control: without it, the child outlives its killed parent
+            assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    finally:
+        if child.is_running():
+            child.kill()

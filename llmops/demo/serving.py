@@ -74,10 +74,12 @@ def serving(settings: Settings, echo: Callable[[str], None], timeout: float = 90
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
     config = (["--config", str(_endpoint_file(settings, gateway or {}, list(engine_args)))]
               if gateway or engine_args else [])
+    # with_parent: a demo killed (or stopped by SIGTERM) runs no cleanup, so the kernel stops
+    # serve, and serve its engine
     proc = start_process(
         [sys.executable, "-m", "llmops.cli.main", "serve", "--env", settings.env,
          *config, "--port", str(gport), "--engine-port", str(eport)],
-        log_path, cwd=settings.root, env=env, append=False)
+        log_path, cwd=settings.root, env=env, append=False, with_parent=True)
     url = f"http://127.0.0.1:{gport}"
     echo(f"      starting vLLM and the gateway in the background (log: {log_path})")
     try:

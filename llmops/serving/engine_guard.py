@@ -30,10 +30,11 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmops.processes import die_with_parent
+
 __all__ = ["EngineKeyCheck", "GUARD_MODULE", "main", "stop_group"]
 
 GUARD_MODULE = "llmops.serving.engine_guard"
-_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_S = 0.5
 
@@ -143,7 +144,7 @@ def _parent_alive(parent_pid: int) -> bool:
 
 def _set_engine_pdeathsig() -> None:
     # runs in vLLM's process before exec: should this watchdog die abruptly, vLLM is told too
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 def run(parent_pid: int, cmd: Sequence[str], pid_file: Path | None = None,
@@ -159,7 +160,7 @@ def run(parent_pid: int, cmd: Sequence[str], pid_file: Path | None = None,
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     if not _parent_alive(parent_pid):  # the parent died before PDEATHSIG was armed
         return 143

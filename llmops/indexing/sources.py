@@ -55,7 +55,13 @@ class DocumentSource(Protocol):
 
 
 class FolderSource:
-    """Markdown and text files under a folder, read as strict UTF-8."""
+    """Markdown and text files under a folder, read as strict UTF-8.
+
+    A symbolic link (to a file, or to a folder on the way to one) is followed only while it
+    stays inside the folder: one that leads out of it is refused, and what was indexed from
+    it is removed, so a link in a docs folder cannot put other files of the machine into the
+    index.
+    """
 
     def __init__(self, folder: Path, config: IndexConfig) -> None:
         self.folder = Path(folder)
@@ -64,9 +70,14 @@ class FolderSource:
 
     def read(self) -> Iterator[SourceDocument | SkippedDocument]:
         extensions = {e.lower() for e in self.config.extensions}
+        root = self.folder.resolve()
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file() or p.is_symlink()):
             doc_id = path.relative_to(self.folder).as_posix()
             if any(part.startswith(".") for part in path.relative_to(self.folder).parts):
+                continue
+            if not path.resolve().is_relative_to(root):
+                yield SkippedDocument(doc_id, "a symbolic link that leads out of the source "
+                                      "folder (refused)", keep_previous=False)
                 continue
             if path.suffix.lower() not in extensions:
                 yield SkippedDocument(doc_id, f"not a text document ({path.suffix or 'no extension'})",

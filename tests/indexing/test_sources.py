@@ -43,6 +43,28 @@ def test_bad_files_are_skipped_with_reasons(tmp_path: Path) -> None:
     assert ".hidden.md" not in docs and ".hidden.md" not in skipped
 
 
+def test_symlinks_out_of_the_folder_are_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "private").mkdir(parents=True)
+    (outside / "secret.md").write_text("a secret of the machine")
+    (outside / "private" / "key.md").write_text("another secret")
+    docs_dir = tmp_path / "docs"
+    (docs_dir / "sub").mkdir(parents=True)
+    (docs_dir / "good.md").write_text("# Good\n\nText.\n")
+    (docs_dir / "sub" / "inside.md").symlink_to(docs_dir / "good.md")  # stays inside: read
+    (docs_dir / "leak.md").symlink_to(outside / "secret.md")
+    (docs_dir / "sub" / "up.md").symlink_to(Path("..") / ".." / "outside" / "secret.md")
+    (docs_dir / "linked").symlink_to(outside / "private", target_is_directory=True)
+    docs, skipped = read(docs_dir)
+    assert docs == {"good.md": "# Good\n\nText.\n", "sub/inside.md": "# Good\n\nText.\n"}
+    refused = {"leak.md", "sub/up.md", "linked"}  # the folder link is refused whole
+    assert set(skipped) == refused
+    for doc_id in refused:  # and what was indexed from them before is removed
+        assert "leads out of the source folder" in skipped[doc_id].reason
+        assert not skipped[doc_id].keep_previous
+    assert not any("secret" in text for text in docs.values())
+
+
 def test_missing_source_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(IndexSourceError, match="does not exist: pass --source"):
         open_source(tmp_path / "nope", IndexConfig())

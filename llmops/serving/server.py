@@ -24,22 +24,29 @@ from llmops.serving.wal import WriteAheadLog
 __all__ = ["build_gateway", "serve"]
 
 
+def gateway_wal(settings: Settings, config: EndpointConfig) -> WriteAheadLog:
+    """The gateway's write-ahead log (``gateway.instance``, by default named after its port)."""
+    instance = config.gateway.instance or f"gw-{config.gateway.port}"
+    return WriteAheadLog(settings.state_dir / "wal" / instance, settings.lakehouse,
+                         ["inference_log", "feedback"], instance,
+                         flush_interval_s=config.gateway.log_flush_interval_s,
+                         batch_size=config.gateway.log_batch_size)
+
+
 def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
                   adapters: AdapterRegistry | None = None, engine_key: str | None = None,
-                  engine_alive: Callable[[], bool] | None = None) -> Gateway:
+                  engine_alive: Callable[[], bool] | None = None,
+                  wal: WriteAheadLog | None = None) -> Gateway:
     """A gateway for an engine at ``engine_url`` (its write-ahead log replayed and running).
 
     ``engine_key`` is the engine's key (sent upstream as ``Authorization: Bearer``);
-    ``engine_alive`` tells whether the engine process still runs (``/readyz`` is 503 when not).
+    ``engine_alive`` tells whether the engine process still runs (``/readyz`` is 503 when not);
+    ``wal`` a log already locked (:func:`gateway_wal`), else the gateway's own.
     """
     from llmops.stores import connect
 
     keys = load_keys(config.auth, settings.root)  # fails before anything starts
-    instance = config.gateway.instance or f"gw-{config.gateway.port}"
-    wal = WriteAheadLog(settings.state_dir / "wal" / instance, settings.lakehouse,
-                        ["inference_log", "feedback"], instance,
-                        flush_interval_s=config.gateway.log_flush_interval_s,
-                        batch_size=config.gateway.log_batch_size)
+    wal = wal or gateway_wal(settings, config)
     wal.start()
     connect(settings)
     root_url = engine_url.rstrip("/").removesuffix("/v1")
@@ -145,6 +152,9 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     for served, adapter in startup.items():
         echo(f"adapter {adapter.name}@{config.engine.adapter_alias} = version {adapter.version} "
              f"(served as {served})")
+    # this gateway's log is its own before anything starts (WalInUseError: another gateway's)
+    wal = gateway_wal(settings, config)
+    wal.lock()
     engine: Engine | None = None
     engine_alive: Callable[[], bool] | None = None
     if config.engine.url:
@@ -168,7 +178,7 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         echo(f"engine ready at {engine_url}")
     try:
         gateway = build_gateway(settings, config, engine_url, registry, engine_key=engine_key,
-                                engine_alive=engine_alive)
+                                engine_alive=engine_alive, wal=wal)
     except BaseException:
         if engine is not None:
             engine.stop()

@@ -18,10 +18,17 @@ commits happened since.
 A line that cannot be decoded is never dropped silently: only a torn last
 line (a write cut short by the crash, never acknowledged) is skipped; any
 other is moved to ``<folder>/quarantine/<table>/<segment>``, logged and counted.
+
+One process owns a log: ``start`` takes an exclusive lock on ``<folder>/LOCK`` before it
+replays anything and holds it until ``close`` (or its death: the kernel drops it), so a
+second gateway given the same folder refuses to start instead of replaying, and deleting, the
+segments the first one is writing. A write the kernel cuts short (a full disk) fails the
+request that made it; the torn line ends its segment and is never committed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -36,7 +43,7 @@ from llmops.errors import LlmopsError
 from llmops.faults import fault_point
 from llmops.lakehouse import TABLES, TableAppender, check_row, table_path
 
-__all__ = ["WriteAheadLog"]
+__all__ = ["WalError", "WalInUseError", "WriteAheadLog"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class WalError(LlmopsError):
+    """A row could not be made durable: the request that made it must not be acknowledged."""
+
+
+class WalInUseError(WalError):
+    """Another live process holds this write-ahead log."""
+
+
 class WriteAheadLog:
     """Segment files per table under ``folder``, flushed into ``lakehouse`` tables.
 
@@ -128,6 +143,7 @@ class WriteAheadLog:
         self.flush_failures = 0
         self.failing_since: float | None = None
         self.last_error: str | None = None
+        self._lock_fd: int | None = None
 
     def app_id(self, table: str) -> str:
         """The Delta application id under which this instance commits to ``table``."""
@@ -179,7 +195,19 @@ class WriteAheadLog:
         with self._lock:
             if table not in self._fds:
                 self._open(table)
-            os.write(self._fds[table], data)
+            try:
+                written = os.write(self._fds[table], data)
+            except OSError as exc:  # nothing written (a full disk, a file size limit)
+                raise WalError(f"the write-ahead log cannot write a {table} row in "
+                               f"{self.folder} ({exc.strerror or exc}): the request is not "
+                               "logged") from exc
+            if written != len(data):
+                # the torn line must be its segment's last: end the segment here
+                os.close(self._fds.pop(table))
+                self._closed.append(self._current.pop(table))
+                raise WalError(f"the write-ahead log wrote {written} of {len(data)} bytes of "
+                               f"a {table} row in {self.folder} (is the disk full?): the "
+                               "request is not logged")
             self._rows[self._current[table]] += 1
             self._pending += 1
             if self._pending >= self.batch_size:
@@ -313,7 +341,9 @@ class WriteAheadLog:
 
         Returns the rows replayed. A replay that fails is logged and retried by
         the background thread (see ``failing_since``); the gateway still starts.
+        Raises :class:`WalInUseError` when another process holds the log.
         """
+        self.lock()
         for table in self.tables:
             for found in sorted((self.folder / table).glob("*.jsonl")):
                 seg: Path | None = found
@@ -342,12 +372,36 @@ class WriteAheadLog:
         self._thread.start()
         return replayed
 
+    def lock(self) -> None:
+        """Take this log for this process (``start`` does); :class:`WalInUseError` when another
+        process holds it. A caller that has more to start first (an engine) takes it early."""
+        if self._lock_fd is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WalInUseError(
+                f"the write-ahead log {self.folder} is in use by {holder}: two gateways "
+                "cannot share one; give this one another gateway.instance (or port)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
 
 
 def utcnow() -> datetime:

@@ -236,6 +236,25 @@ def test_serve_refuses_a_port_a_stranger_listens_on(project: Path) -> None:
     assert f"process {os.getpid()} " in last
 
 
+def test_a_second_gateway_on_a_log_in_use_is_refused_before_its_engine_starts(
+        project: Path, start_gateway) -> None:
+    first = start_gateway(instance="shared")
+    gport, eport = free_port(), free_port()
+    write_own_engine_endpoint(project, gport, eport, stub=True)
+    with (project / "serving" / "endpoint.yaml").open("a") as f:
+        f.write("  instance: shared\n")  # the gateway section is the file's last
+    out = run_cli("serve", cwd=project, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the write-ahead log ") and "wal/shared is in use by process " \
+        f"{first.proc.pid}" in last, last
+    # refused before an engine was started, and the first gateway serves on
+    state = project / ".llmops" / "dev"
+    assert not (state / f"engine-{eport}.pid").exists()
+    assert not (state / "logs" / "engine.log").exists()
+    assert httpx.get(first.url + "/healthz", timeout=30).status_code == 200
+
+
 def test_a_stale_engine_of_ours_is_stopped(tmp_path: Path) -> None:
     # Not vLLM: a listener whose command line is vLLM's for this port, left behind by a watchdog
     # that is gone (starting a real vLLM for this would cost a minute or two).

@@ -284,3 +284,88 @@ def test_flush_failures_are_counted_logged_and_cleared(tmp_path: Path, caplog) -
     assert wal.backlog_rows() == 0
     wal.close()
     assert sorted(logged(tmp_path)) == ["late-1", "late-2", "r-0", "r-1", "r-2"]
+
+
+# a gateway's log in another process: it appends rows, says so, then waits to be killed
+HOLDER = """
+import sys, time
+from pathlib import Path
+from llmops.serving.wal import WriteAheadLog, utcnow
+wal = WriteAheadLog(Path(sys.argv[1]), Path(sys.argv[2]), ["inference_log"], "gw-test",
+                    flush_interval_s=3600)
+wal.start()
+for i in range(3):
+    wal.append("inference_log", {"request_id": f"held-{i}", "ts": utcnow(), "status": 200})
+print("holding", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_log_in_use_is_refused_and_left_alone(tmp_path: Path) -> None:
+    from llmops.serving.wal import WalInUseError
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "wal"),
+                               str(tmp_path / "lakehouse")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        (open_segment,) = segments(tmp_path)
+        before = open_segment.read_bytes()
+        second = new_wal(tmp_path)
+        try:
+            second.start()
+            raise AssertionError("a second log started on a folder in use")
+        except WalInUseError as exc:
+            assert f"in use by process {holder.pid}" in str(exc)
+            assert "gateway.instance" in str(exc)
+        # nothing replayed, nothing deleted: the live process's segment is as it wrote it
+        assert segments(tmp_path) == [open_segment] and open_segment.read_bytes() == before
+        assert not (tmp_path / "lakehouse" / TABLE).exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    # the kernel dropped the dead holder's lock: a restart takes over and replays its rows
+    wal = new_wal(tmp_path)
+    assert wal.start() == 3
+    wal.close()
+    assert sorted(logged(tmp_path)) == ["held-0", "held-1", "held-2"]
+    again = new_wal(tmp_path)  # a closed log is free again in this process too
+    assert again.start() == 0
+    again.close()
+
+
+# appends under a file size limit until one is refused: the kernel writes part of the row
+# that crosses the limit (a short write), as on a full disk
+SHORT = """
+import os, resource, signal, sys
+from pathlib import Path
+from llmops.serving.wal import WalError, WriteAheadLog, utcnow
+wal = WriteAheadLog(Path(sys.argv[1]), Path(sys.argv[2]), ["inference_log"], "gw-test",
+                    flush_interval_s=3600)
+wal.start()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+for i in range(100):
+    try:
+        wal.append("inference_log", {"request_id": f"row-{i}", "ts": utcnow(), "status": 200,
+                                     "response": "x" * 50})
+    except WalError as exc:
+        print("refused", i, exc, flush=True)
+        os._exit(0)
+    print(f"row-{i}", flush=True)  # acknowledged
+"""
+
+
+def test_a_short_write_fails_its_request_and_is_never_committed(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", SHORT, str(tmp_path / "wal"),
+                            str(tmp_path / "lakehouse")], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 0, child.stderr
+    *acked, refused = child.stdout.splitlines()
+    assert refused.startswith(f"refused {len(acked)} ") and "is the disk full?" in refused
+    assert acked and acked == [f"row-{i}" for i in range(len(acked))]
+    (seg,) = segments(tmp_path)
+    assert seg.stat().st_size == 1000  # the refused row's first bytes are in it, torn
+    wal = new_wal(tmp_path)
+    assert wal.start() == len(acked)
+    wal.close()
+    assert logged(tmp_path) == acked and wal.quarantined == 0

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["FeedbackRecord", "feedback_problem", "feedback_record_problem"]
+__all__ = ["CAPS", "FeedbackRecord", "feedback_problem", "feedback_record_problem"]
 
 _TEXT_FIELDS = ("correction", "comment", "user", "source")
+# The longest text each field keeps, in characters (a correction is an answer; the rest short)
+CAPS = {"correction": 8000, "comment": 2000, "user": 256, "source": 64}
 _NOTHING_SAID = "give a thumbs up or down, a score, a correction or a comment"
 
 
@@ -48,10 +50,13 @@ class FeedbackRecord(BaseModel):
     rating: Annotated[Literal[-1, 1] | None, BeforeValidator(_exact_int)] = Field(
         None, description="A thumbs up (1) or down (-1)")
     score: int | None = Field(None, ge=1, le=5, description="A score from 1 to 5")
-    correction: str | None = Field(None, description="A better answer")
-    comment: str | None = Field(None, description="Anything else the user says")
-    user: str | None = Field(None, description="Who gave the feedback")
-    source: str | None = Field(None, description="Where the feedback came from (default: api)")
+    correction: str | None = Field(None, max_length=CAPS["correction"],
+                                   description="A better answer")
+    comment: str | None = Field(None, max_length=CAPS["comment"],
+                                description="Anything else the user says")
+    user: str | None = Field(None, max_length=CAPS["user"], description="Who gave the feedback")
+    source: str | None = Field(None, max_length=CAPS["source"],
+                               description="Where the feedback came from (default: api)")
 
     @model_validator(mode="after")
     def _says_something(self) -> FeedbackRecord:
@@ -69,6 +74,8 @@ def feedback_record_problem(exc: ValidationError) -> str:
         return "the rating must be -1 (thumbs down) or 1 (thumbs up)"
     if name == "score":
         return "the score must be an integer from 1 to 5"
+    if name in _TEXT_FIELDS and err["type"] == "string_too_long":
+        return f"the {name} is over its cap of {CAPS[str(name)]} characters"
     if name in _TEXT_FIELDS:
         return f"the {name} must be a string"
     if err["type"] == "nothing_said":

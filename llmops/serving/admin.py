@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.serving.adapters import AdapterError, LoadedAdapter
-from llmops.serving.auth import require
 from llmops.serving.errors import HTTPError
 from llmops.serving.state import GatewayState
 
@@ -58,8 +57,9 @@ async def ensure_adapter(gw: GatewayState, ref: str) -> LoadedAdapter:
 def admin_routes(gw: GatewayState) -> list[Route]:
     async def load(request: Request) -> Response:
         rid = gw.new_request_id()
+        key, slot = None, False
         try:
-            require(request, "admin")
+            key, slot = gw.admit(request, "admin", "/admin/adapters/load")
             payload, _ = await gw.read_json(request)
             extra = set(payload) - _LOAD_FIELDS
             if extra:
@@ -79,12 +79,15 @@ def admin_routes(gw: GatewayState) -> list[Route]:
             adapter = await ensure_adapter(gw, ref)
         except HTTPError as err:
             return err.response(rid)
+        finally:
+            gw.release(key, slot)
         return JSONResponse({"loaded": adapter.as_json()}, headers={"X-Request-Id": rid})
 
     async def unload(request: Request) -> Response:
         rid = gw.new_request_id()
+        key, slot = None, False
         try:
-            require(request, "admin")
+            key, slot = gw.admit(request, "admin", "/admin/adapters/unload")
             payload, _ = await gw.read_json(request)
             model = payload.get("model")
             if not isinstance(model, str) or not _SERVED.match(model) or set(payload) != {"model"}:
@@ -98,6 +101,8 @@ def admin_routes(gw: GatewayState) -> list[Route]:
             await gw.upstream.known_models(refresh=True)
         except HTTPError as err:
             return err.response(rid)
+        finally:
+            gw.release(key, slot)
         return JSONResponse({"unloaded": model}, headers={"X-Request-Id": rid})
 
     return [Route("/admin/adapters/load", load, methods=["POST"]),

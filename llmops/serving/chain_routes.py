@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from llmops.errors import LlmopsError
 from llmops.serving.admin import ensure_adapter
-from llmops.serving.auth import ApiKey, require
+from llmops.serving.auth import ApiKey
 from llmops.serving.errors import HTTPError
 from llmops.serving.rollouts import Routed
 from llmops.serving.state import GatewayState
@@ -61,7 +61,7 @@ def chain_routes(gw: GatewayState) -> list[Route]:
         routed: Routed | None = None
         in_rollout: dict[str, str] = {}
         try:
-            key = require(request, "invoke")
+            key, slot = gw.admit(request, "invoke", endpoint)
             payload, _ = await gw.read_json(request)
             question, alias, user = _check(payload, gw)
             if gw.chains is None:
@@ -70,7 +70,6 @@ def chain_routes(gw: GatewayState) -> list[Route]:
                 routed = gw.rollouts.route(name, user, _client(key, request))
                 if routed is not None:
                     in_rollout = {"rollout_id": routed.rollout_id, "rollout_arm": routed.arm}
-            slot = gw.limiter.acquire(key)
             try:
                 if routed is not None:
                     served = await run_in_threadpool(gw.chains.get_version, name, routed.version)
@@ -90,16 +89,12 @@ def chain_routes(gw: GatewayState) -> list[Route]:
                 raise HTTPError(503, f"the chain failed: {exc.__class__.__name__}",
                                 "chain_error") from exc
         except HTTPError as err:
-            if err.status == 429 and key is not None:
-                gw.rate_limited(key, endpoint)
-                return err.response(rid)
             gw.log_error(err, rid, endpoint, key, request, {"question": question[:65536]},
                          (time.perf_counter() - start) * 1000, chain=name[:256], end_user=user,
                          **in_rollout)
             return err.response(rid)
         finally:
-            if slot:
-                gw.limiter.release(key)
+            gw.release(key, slot)
         gw.served_chains.add(served.name)
         index_version = answer.get("index_version") or served.index_version or None
         versions = {

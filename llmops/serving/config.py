@@ -94,6 +94,12 @@ class GatewayConfig(BaseModel):
     max_prompts: int = Field(16, ge=1, description="Most prompts in one completions request.")
     max_prompt_chars: int = Field(
         32_000, ge=1, description="Longest prompt (all messages' text together), in characters.")
+    max_messages: int = Field(256, ge=1, description="Most messages in one chat request.")
+    extra_fields: list[str] = Field(
+        default_factory=list,
+        description="Request fields forwarded to the engine beyond the gateway's allow-list "
+                    "(e.g. response_format, tools): each is passed unchecked, so name only "
+                    "those your callers may use.")
     max_question_chars: int = Field(
         4_000, ge=1, description="Longest question a chain endpoint accepts, in characters.")
     keepalive_s: int = Field(
@@ -148,10 +154,11 @@ class AuthConfig(BaseModel):
         None, description="YAML file: {keys: [{key, scopes, name, max_concurrent, "
                           "requests_per_minute}]}.")
     default_max_concurrent: int | None = Field(
-        None, ge=1, description="Concurrent requests per key where its entry sets none.")
+        32, ge=1, description="Concurrent requests per key where its entry sets none (null: no "
+                              "limit).")
     default_requests_per_minute: float | None = Field(
-        None, gt=0, description="Requests per minute per key (token bucket) where its entry "
-                                "sets none.")
+        600, gt=0, description="Requests per minute per key (token bucket, as many at once) "
+                               "where its entry sets none (null: no limit).")
 
 
 class EndpointConfig(BaseModel):

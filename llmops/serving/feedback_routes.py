@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.feedback.records import feedback_record_problem
-from llmops.serving.auth import require
 from llmops.serving.errors import HTTPError
 from llmops.serving.schema import FeedbackRequest
 from llmops.serving.state import GatewayState
@@ -49,8 +48,10 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
 
     async def feedback(request: Request) -> Response:
         rid = gw.new_request_id()
+        key, slot = None, False
         try:
-            key = require(request, "feedback")
+            # the key's limits first: a flood of unknown ids is refused before any lookup
+            key, slot = gw.admit(request, "feedback", "/v1/feedback")
             payload, _ = await gw.read_json(request)
             record = _validate(payload)
             target, rating, score = record.request_id, record.rating, record.score
@@ -58,6 +59,8 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
         except HTTPError as err:
             return err.response(rid)
+        finally:
+            gw.release(key, slot)
         feedback_id = uuid.uuid4().hex
         gw.wal.append("feedback", {
             "feedback_id": feedback_id, "request_id": target, "ts": utcnow(), "rating": rating,

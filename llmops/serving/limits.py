@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 from llmops.serving.auth import ApiKey
 from llmops.serving.config import GatewayConfig
 from llmops.serving.errors import HTTPError
-from llmops.serving.schema import generation_models, text_length
+from llmops.serving.schema import ROLES, generation_models, text_length
 
 __all__ = ["KeyLimiter", "check_generation", "with_default_max_tokens"]
 
@@ -50,7 +50,13 @@ def _prompt_problem(prompt: Any, cfg: GatewayConfig) -> str:
 def _problem(err: ErrorDetails, payload: dict[str, Any], kind: str, model: type[BaseModel],
              cfg: GatewayConfig) -> str:
     """The schema's first error as the gateway words it (the field and the cap it is over)."""
-    name = str(err["loc"][0]) if err["loc"] else ""
+    loc = err["loc"]
+    name = str(loc[0]) if loc else ""
+    if err["type"] == "extra_forbidden":
+        field = str(loc[-1])
+        where = f"messages[{loc[1]}]: " if name == "messages" and len(loc) > 2 else ""
+        return (f"{where}'{field}' is not a field this gateway forwards to the engine"
+                + ("" if where else " (an endpoint's gateway.extra_fields can allow it)"))
     if name == "model":
         return "'model' must be a non-empty string"
     if name == "messages":
@@ -58,12 +64,20 @@ def _problem(err: ErrorDetails, payload: dict[str, Any], kind: str, model: type[
             length = sum(text_length(m.get("content")) for m in payload["messages"]
                          if isinstance(m, dict))
             return f"the prompt is {length} characters; this endpoint's cap is {cfg.max_prompt_chars}"
+        if err["type"] == "too_long" and len(loc) == 1:
+            return (f"'messages' holds {len(payload['messages'])} messages; this endpoint's cap "
+                    f"is {cfg.max_messages}")
+        if len(loc) > 2 and loc[2] == "role":
+            return f"messages[{loc[1]}].role must be one of {', '.join(ROLES)}"
+        if len(loc) > 2 and loc[2] == "content":
+            return (f"messages[{loc[1]}].content must be a string or a list of text parts "
+                    "({type: text, text})")
         return "'messages' must be a non-empty list of {role, content}"
     if name == "prompt":
         return _prompt_problem(payload["prompt"], cfg)
     if name == "stream" or (name == "logprobs" and kind == "chat"):
         return f"'{name}' must be true or false"
-    if name in ("temperature", "top_p"):
+    if name in ("temperature", "top_p") and err["type"] in ("float_type", "float_parsing"):
         return f"'{name}' must be a number"
     if err["type"] == "less_than_equal":
         return f"'{name}' is over this endpoint's cap of {err['ctx']['le']}"

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llmops.serving.auth import ApiKey, require
+from llmops.serving.auth import ApiKey
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import check_generation, with_default_max_tokens
 from llmops.serving.state import GatewayState
@@ -40,13 +40,16 @@ def proxy_routes(gw: GatewayState) -> list[Route]:
 
     async def models(request: Request) -> Response:
         rid = gw.new_request_id()
+        key, slot = None, False
         try:
-            require(request, "invoke")
+            key, slot = gw.admit(request, "invoke", "/v1/models")
             status, data = await gw.upstream.get("/v1/models", 10)
         except HTTPError as err:
             return err.response(rid)
         except (aiohttp.ClientError, TimeoutError):
             return HTTPError(503, "the engine is unavailable", "engine_unavailable").response(rid)
+        finally:
+            gw.release(key, slot)
         return Response(data, status_code=status,
                         headers={"X-Request-Id": rid, "content-type": "application/json"})
 
@@ -61,29 +64,28 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
     key: ApiKey | None = None
     payload: dict[str, Any] = {}
     slot = False
-    try:
-        key = require(request, "invoke")
-        payload, raw = await gw.read_json(request)
-        check_generation(payload, kind, gw.cfg)
-        model = payload["model"]
-        known = await gw.upstream.known_models()
-        if model not in known and model not in await gw.upstream.known_models(refresh=True):
-            raise HTTPError(404, f"model '{model}' does not exist", "model_not_found")
-        slot = gw.limiter.acquire(key)
-    except HTTPError as err:
-        if err.status == 429 and key is not None:
-            gw.rate_limited(key, endpoint)
-            return err.response(rid)
-        gw.log_error(err, rid, endpoint, key, request, payload,
-                     (time.perf_counter() - start) * 1000, model=str(payload.get("model", ""))[:256],
-                     end_user=_end_user(payload))
-        return err.response(rid)
 
     def release() -> None:
         nonlocal slot
         if slot:
             slot = False
             gw.limiter.release(key)
+
+    try:
+        # the key's limits first: its rejected requests count as its answered ones do
+        key, slot = gw.admit(request, "invoke", endpoint)
+        payload, raw = await gw.read_json(request)
+        check_generation(payload, kind, gw.cfg)
+        model = payload["model"]
+        known = await gw.upstream.known_models()
+        if model not in known and model not in await gw.upstream.known_models(refresh=True):
+            raise HTTPError(404, f"model '{model}' does not exist", "model_not_found")
+    except HTTPError as err:
+        release()
+        gw.log_error(err, rid, endpoint, key, request, payload,
+                     (time.perf_counter() - start) * 1000, model=str(payload.get("model", ""))[:256],
+                     end_user=_end_user(payload))
+        return err.response(rid)
 
     try:
         raw = with_default_max_tokens(payload, raw, min(gw.cfg.default_max_tokens,

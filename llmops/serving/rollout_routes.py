@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.rollouts import analysis, history, latest_for_chain
-from llmops.serving.auth import require
 from llmops.serving.errors import HTTPError
 from llmops.serving.state import GatewayState
 
@@ -39,14 +38,17 @@ def rollout_routes(gw: GatewayState) -> list[Route]:
         return analysis(state, last)
 
     async def rollout_analysis(request: Request) -> Response:
+        key, slot = None, False
         try:
-            require(request, "invoke")
+            key, slot = gw.admit(request, "invoke", "/v1/rollouts/{name}/analysis")
             name = request.path_params["name"]
             found = await run_in_threadpool(read, name)
             if found is None:
                 raise HTTPError(404, f"chain '{name[:256]}' has no rollout", "rollout_not_found")
         except HTTPError as err:
             return err.response(gw.new_request_id())
+        finally:
+            gw.release(key, slot)
         return JSONResponse(found)
 
     return [Route("/v1/rollouts/{name}/analysis", rollout_analysis, methods=["GET"])]

@@ -4,8 +4,12 @@
 publishes their JSON schemas (``model_json_schema()``) as ``/openapi.json``'s components, so a
 cap stated here is the one the gateway enforces and the one its schema documents. The caps
 come from the endpoint's ``GatewayConfig``: ``generation_models(cfg)`` builds (once per set of
-caps) the models of ``/v1/chat/completions`` and ``/v1/completions``. Those routes pass every
-field they do not check to the engine unchanged (``extra="allow"``).
+caps) the models of ``/v1/chat/completions`` and ``/v1/completions``. Those routes forward the
+client's bytes to the engine, so the models are an allow-list: a field they do not name is
+refused (400), not passed on. Fields that make the engine do unbounded or unplanned work
+(``logit_bias``, ``prompt_logprobs``, grammars and ``response_format``, ``tools``,
+``priority``, ``vllm_xargs``, ...) are refused unless the endpoint's ``extra_fields`` names
+them.
 
 Validation is strict, as JSON is: ``"8"`` is not a number, ``true`` not an integer.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
@@ -23,27 +27,40 @@ from llmops.feedback.records import FeedbackRecord
 from llmops.serving.config import GatewayConfig
 
 __all__ = ["SCOPES", "ContentPart", "FeedbackRequest", "GenerationModels", "KeyEntry", "KeysFile",
-           "Message", "generation_models", "openapi_schemas", "parse_scopes"]
+           "Message", "ROLES", "StreamOptions", "generation_models", "openapi_schemas", "parse_scopes"]
 
 SCOPES = frozenset({"invoke", "feedback", "admin"})
 
 
 class ContentPart(BaseModel):
-    """One part of a message's content (OpenAI's content parts); its text counts to the cap."""
+    """One part of a message's content (OpenAI's content parts): text only; it counts to the cap."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
-    type: str | None = None
-    text: str | None = None
+    type: Literal["text"] = "text"
+    text: str
+
+
+ROLES = ("system", "developer", "user", "assistant")
 
 
 class Message(BaseModel):
-    """A chat message: its role and content; other fields go to the engine as sent."""
+    """A chat message: its role, content and an optional participant name; nothing else."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
-    role: str
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
+    name: str | None = Field(None, max_length=64)
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: usage in the stream (OpenAI's, and vLLM's per-chunk usage)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
 
 
 class FeedbackRequest(FeedbackRecord):
@@ -123,7 +140,7 @@ class GenerationModels:
     completion: type[BaseModel]
 
 
-_GENERATION = ConfigDict(strict=True, extra="allow")
+_GENERATION = ConfigDict(strict=True, extra="forbid")
 
 
 def _capped(low: int, high: int) -> Any:
@@ -135,19 +152,39 @@ def _generation_fields(max_tokens_cap: int, max_n: int, max_logprobs: int) -> di
     return {
         "max_tokens": _capped(1, max_tokens_cap),
         "max_completion_tokens": _capped(1, max_tokens_cap),
+        "min_tokens": _capped(0, max_tokens_cap),
         "n": _capped(1, max_n),
         "best_of": _capped(1, max_n),
         "top_logprobs": _capped(0, max_logprobs),
     }
 
 
+_STOP = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=8)]
+
+
 def _sampling_fields() -> dict[str, Any]:
+    penalty = (float | None, Field(None, ge=-2.0, le=2.0))
     return {
         "stream": (bool, False),
-        "temperature": (float | None, None),
-        "top_p": (float | None, None),
+        "stream_options": (StreamOptions | None, None),
+        "temperature": (float | None, Field(None, ge=0.0, le=2.0)),
+        "top_p": (float | None, Field(None, gt=0.0, le=1.0)),
+        "top_k": (int | None, Field(None, ge=-1)),
+        "min_p": (float | None, Field(None, ge=0.0, le=1.0)),
+        "presence_penalty": penalty,
+        "frequency_penalty": penalty,
+        "repetition_penalty": (float | None, Field(None, gt=0.0, le=2.0)),
+        "seed": (int | None, None),
+        "stop": (Annotated[str, Field(min_length=1, max_length=256)] | _STOP | None, None),
+        "ignore_eos": (bool | None, None),  # bounded by max_tokens, which is capped
         "user": (str | None, Field(None, description="The end user (logged)")),
     }
+
+
+def _extra_fields(names: tuple[str, ...], taken: set[str]) -> dict[str, Any]:
+    """The endpoint's ``extra_fields``: forwarded as sent, unchecked."""
+    return {name: (Any, Field(None, description="forwarded unchecked (extra_fields)"))
+            for name in names if name not in taken}
 
 
 _MODEL_FIELD = (str, Field(min_length=1,
@@ -156,23 +193,26 @@ _MODEL_FIELD = (str, Field(min_length=1,
 
 @lru_cache(maxsize=16)
 def _build(max_tokens_cap: int, max_n: int, max_logprobs: int, max_prompts: int,
-           max_prompt_chars: int) -> GenerationModels:
+           max_prompt_chars: int, max_messages: int, extra: tuple[str, ...]) -> GenerationModels:
     text = Annotated[str, Field(max_length=max_prompt_chars)]
     message = create_model(
         "Message", __base__=Message,
         content=(Annotated[str, Field(max_length=max_prompt_chars)] | list[ContentPart] | None,
                  None))
+    common = {**_generation_fields(max_tokens_cap, max_n, max_logprobs), **_sampling_fields()}
+    chat_fields = {
+        "model": _MODEL_FIELD,
+        "messages": (Annotated[list[message], _all_text_at_most(max_prompt_chars)],  # type: ignore[valid-type]
+                     Field(min_length=1, max_length=max_messages,
+                           description=f"At most {max_messages} messages, all their text "
+                                       f"together at most {max_prompt_chars} characters")),
+        **common,
+        "logprobs": (bool | None, None),
+    }
     chat = create_model(
         "ChatCompletionRequest", __config__=_GENERATION,
-        __doc__="An OpenAI chat completion request; other fields go to the engine as sent",
-        model=_MODEL_FIELD,
-        messages=(Annotated[list[message], _all_text_at_most(max_prompt_chars)],  # type: ignore[valid-type]
-                  Field(
-            min_length=1, description=f"All messages' text together: at most "
-                                      f"{max_prompt_chars} characters")),
-        **_generation_fields(max_tokens_cap, max_n, max_logprobs),
-        logprobs=(bool | None, None),
-        **_sampling_fields(),
+        __doc__="An OpenAI chat completion request: the fields the gateway forwards",
+        **chat_fields, **_extra_fields(extra, set(chat_fields)),
     )
     prompt = (
         Annotated[str, Field(min_length=1, max_length=max_prompt_chars)]
@@ -180,14 +220,16 @@ def _build(max_tokens_cap: int, max_n: int, max_logprobs: int, max_prompts: int,
         | Annotated[list[Annotated[int, Field(ge=0)]], Field(
             min_length=1, max_length=max_prompt_chars, description="one prompt as token ids")]
     )
+    completion_fields = {
+        "model": _MODEL_FIELD,
+        "prompt": (prompt, ...),
+        **common,
+        "logprobs": _capped(0, max_logprobs),
+    }
     completion = create_model(
         "CompletionRequest", __config__=_GENERATION,
-        __doc__="An OpenAI completion request; other fields go to the engine as sent",
-        model=_MODEL_FIELD,
-        prompt=(prompt, ...),
-        **_generation_fields(max_tokens_cap, max_n, max_logprobs),
-        logprobs=_capped(0, max_logprobs),
-        **_sampling_fields(),
+        __doc__="An OpenAI completion request: the fields the gateway forwards",
+        **completion_fields, **_extra_fields(extra, set(completion_fields)),
     )
     return GenerationModels(chat, completion)
 
@@ -195,7 +237,7 @@ def _build(max_tokens_cap: int, max_n: int, max_logprobs: int, max_prompts: int,
 def generation_models(cfg: GatewayConfig) -> GenerationModels:
     """The chat and completion request models with ``cfg``'s caps (built once per set of caps)."""
     return _build(cfg.max_tokens_cap, cfg.max_n, cfg.max_logprobs, cfg.max_prompts,
-                  cfg.max_prompt_chars)
+                  cfg.max_prompt_chars, cfg.max_messages, tuple(cfg.extra_fields))
 
 
 def _openapi30(node: Any) -> Any:
@@ -218,6 +260,9 @@ def _openapi30(node: Any) -> Any:
             out["anyOf"] = [{**rest[0], "nullable": True}, *rest[1:]]
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(out.get(flag), (int, float)) and not isinstance(out[flag], bool):
+            out[bound], out[flag] = out[flag], True  # 3.0: a number and a flag
     return out
 
 

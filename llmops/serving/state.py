@@ -17,7 +17,7 @@ import orjson
 from starlette.requests import Request
 
 from llmops.lakehouse import inference_row
-from llmops.serving.auth import ApiKey, KeyRing
+from llmops.serving.auth import ApiKey, KeyRing, require
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
 from llmops.serving.errors import HTTPError
@@ -94,6 +94,27 @@ class GatewayState:
         return inference_row(request_id, endpoint, client=client,
                              client_request_id=self.client_request_id(http), **fields)
 
+    def admit(self, request: Request, scope: str, endpoint: str) -> tuple[ApiKey | None, bool]:
+        """The caller's key, checked for ``scope``, then counted against its limits.
+
+        Every route calls this first, before it reads or checks the body: a key's refused
+        requests count to its limits as its answered ones do, so a flood of bad requests
+        is answered 429 (and writes no rows) like any other. Returns the key and whether a
+        concurrency slot was taken (``release`` it when the request is done).
+        """
+        key = require(request, scope)
+        try:
+            return key, self.limiter.acquire(key)
+        except HTTPError as err:
+            if err.status == 429 and key is not None:
+                self.rate_limited(key, endpoint)
+            raise
+
+    def release(self, key: ApiKey | None, slot: bool) -> None:
+        """Give back the concurrency slot ``admit`` took (nothing when it took none)."""
+        if slot:
+            self.limiter.release(key)
+
     def log(self, row: dict[str, Any]) -> None:
         """Make ``row`` durable (write-ahead log), remember its id and count it."""
         full = {"env": self.env, "ts": utcnow(), **row}
@@ -104,8 +125,9 @@ class GatewayState:
     def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,
                   http: Request, payload: dict[str, Any], latency_ms: float,
                   **fields: Any) -> None:
-        """Log a refused request, except those refused before anyone was known (401, 403, 413)."""
-        if err.status in (401, 403, 413):
+        """Log a refused request, except those refused before anyone was known (401, 403, 413)
+        and those over a key's limits (429: a flood must not fill the tables)."""
+        if err.status in (401, 403, 413, 429):
             return
         self.log(self.row(request_id, endpoint, key, http,
                           request=json.dumps(payload)[:65536] if payload else "",

@@ -52,11 +52,49 @@ def test_per_key_limits_answer_429_with_retry_after(engine_url: str, project: Pa
         project, engine_url,
         "  - {name: metered, key: k-metered, scopes: [invoke], requests_per_minute: 2}\n"
         "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n"
-        "  - {name: free, key: k-free, scopes: [invoke]}\n")
+        "  - {name: free, key: k-free, scopes: [invoke]}\n"
+        "  - {name: careless, key: k-careless, scopes: [invoke], requests_per_minute: 3}\n"
+        "  - {name: prober, key: k-prober, scopes: [feedback], requests_per_minute: 2}\n")
     try:
         _check_limits(gw)
+        _check_rejected_requests_count(gw)
     finally:
         gw.stop()
+
+
+def _check_rejected_requests_count(gw: GatewayProcess) -> None:
+    """The key's limits come first: refused requests count, and over the limit write no rows."""
+    with httpx.Client(base_url=gw.url, timeout=120) as h:
+        careless = {"Authorization": "Bearer k-careless"}
+        steer = {"model": "base", "messages": MSGS, "max_tokens": 2, "logit_bias": {"42": 100}}
+        bad = [h.post("/v1/chat/completions", json=steer, headers=careless) for _ in range(3)]
+        assert [r.status_code for r in bad] == [400] * 3
+        assert "'logit_bias' is not a field this gateway forwards" in bad[0].json()["error"][
+            "message"]
+        # a good request from the same key is now over its 3 a minute: the 400s counted
+        good = {"model": "base", "messages": MSGS, "max_tokens": 2}
+        over = h.post("/v1/chat/completions", json=good, headers=careless)
+        assert over.status_code == 429, over.text
+        # feedback too: unknown ids are refused (404) and counted; the third is 429
+        prober = {"Authorization": "Bearer k-prober"}
+        probes = [h.post("/v1/feedback", json={"request_id": f"guess-{i}", "rating": 1},
+                         headers=prober).status_code for i in range(3)]
+        assert probes == [404, 404, 429]
+        metrics = h.get("/metrics").text
+        # a last request, logged after all of the above (the log keeps its order)
+        last = h.post("/v1/chat/completions", json=good, headers={"Authorization": "Bearer k-free"})
+        assert last.status_code == 200
+    assert _metric(metrics, 'llmops_rate_limited_total{key="careless"}') == 1
+    assert _metric(metrics, 'llmops_rate_limited_total{key="prober"}') == 1
+    # the three 400s are logged (nothing went upstream); the 429 is not
+    deadline = time.monotonic() + 30
+    while last.headers["x-request-id"] not in set(read_rows(gw.project, "inference_log")[
+            "request_id"]):
+        assert time.monotonic() < deadline, "the last request was never logged"
+        time.sleep(0.2)
+    rows = read_rows(gw.project, "inference_log")
+    refused = rows[rows["client"] == "careless"]
+    assert sorted(refused["status"]) == [400, 400, 400]
 
 
 def _check_limits(gw: GatewayProcess) -> None:
@@ -252,3 +290,60 @@ def test_prompt_caps_count_prompts_not_token_ids() -> None:
         with pytest.raises(HTTPError) as err:
             check_generation({"model": "m", "prompt": prompt}, "text", cfg)
         assert (err.value.status, err.value.message) == (400, message)
+
+
+def test_the_openai_routes_forward_only_allowed_fields() -> None:
+    """Fields that make the engine do unplanned work are refused, each with a 400 naming it;
+    message count and roles are capped (30,000 empty messages would count as 0 characters)."""
+    from llmops.serving.config import GatewayConfig
+    from llmops.serving.errors import HTTPError
+    from llmops.serving.limits import check_generation
+
+    cfg = GatewayConfig(max_messages=8)
+    msgs = [{"role": "user", "content": "hi"}]
+    fine = {"model": "m", "messages": msgs, "stop": ["\n"], "seed": 1, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True,
+            "min_tokens": 2, "top_k": 5, "presence_penalty": 0.5, "user": "u"}
+    check_generation(fine, "chat", cfg)
+    attacks = {
+        "logit_bias": {"1": 100}, "prompt_logprobs": 20, "guided_json": {"type": "object"},
+        "guided_regex": "a+", "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto",
+        "priority": -100, "vllm_xargs": {"x": 1}, "echo": True,
+    }
+    for field, value in attacks.items():
+        with pytest.raises(HTTPError) as err:
+            check_generation({"model": "m", "messages": msgs, field: value}, "chat", cfg)
+        assert (err.value.status, err.value.message) == (
+            400, f"'{field}' is not a field this gateway forwards to the engine (an endpoint's "
+                 "gateway.extra_fields can allow it)")
+        with pytest.raises(HTTPError):
+            check_generation({"model": "m", "prompt": "x", field: value}, "text", cfg)
+    for messages, message in (
+        ([{"role": "user", "content": ""}] * 9, "'messages' holds 9 messages; this endpoint's cap is 8"),
+        ([{"role": "tool", "content": "x", "tool_call_id": "1"}],
+         "messages[0].role must be one of system, developer, user, assistant"),
+        ([{"role": "user", "content": "x", "tool_calls": []}],
+         "messages[0]: 'tool_calls' is not a field this gateway forwards to the engine"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+         "messages[0].content must be a string or a list of text parts ({type: text, text})"),
+    ):
+        with pytest.raises(HTTPError) as err:
+            check_generation({"model": "m", "messages": messages}, "chat", cfg)
+        assert (err.value.status, err.value.message) == (400, message)
+    with pytest.raises(HTTPError) as err:
+        check_generation({"model": "m", "messages": msgs, "stop": ["a"] * 9}, "chat", cfg)
+    assert err.value.status == 400 and err.value.message.startswith("'stop': ")
+    # an operator may allow a field for callers who need it: then it is forwarded as sent
+    check_generation({"model": "m", "messages": msgs, "response_format": {"type": "json_object"}},
+                     "chat", GatewayConfig(extra_fields=["response_format"]))
+
+
+def test_feedback_text_is_capped() -> None:
+    from llmops.feedback.records import CAPS, feedback_problem
+
+    assert feedback_problem(1, None, correction="x" * CAPS["correction"]) is None
+    assert feedback_problem(1, None, correction="x" * (CAPS["correction"] + 1)) == (
+        f"the correction is over its cap of {CAPS['correction']} characters")
+    assert feedback_problem(None, None, comment="y" * (CAPS["comment"] + 1)) == (
+        f"the comment is over its cap of {CAPS['comment']} characters")

@@ -43,11 +43,20 @@ def rollout() -> None:
               help="Rated answers of the candidate at a step before it advances (default 20).")
 @click.option("--sticky-by", type=click.Choice(["user", "client"]), default=None,
               help="Keep each end user (default) or each API key on one arm.")
+@click.option("--max-rated-per-subject", type=int, default=None,
+              help="Rated answers one key (with the end user it names) adds to the evidence "
+                   "(default 10).")
+@click.option("--approval", type=click.Choice(["auto", "human"]), default=None,
+              help="human: wait for 'llmops rollout approve' before the promotion (default "
+                   "auto).")
+@click.option("--reveal-arm", is_flag=True, default=False,
+              help="Name the arm and its versions in chain answers (default: hidden).")
 @env_option
 @click.pass_context
 def start(ctx: click.Context, name: str, candidate: str, steps: list[int] | None, metric: str,
           guardrails: tuple[str, ...], alpha: float | None, min_rated: int | None,
-          min_rated_per_step: int | None, sticky_by: str | None) -> None:
+          min_rated_per_step: int | None, sticky_by: str | None,
+          max_rated_per_subject: int | None, approval: str | None, reveal_arm: bool) -> None:
     """Start a rollout of chain NAME: CANDIDATE against @production.
 
     Running gateways pick it up within seconds; each user stays on one arm. The gateway
@@ -61,7 +70,8 @@ def start(ctx: click.Context, name: str, candidate: str, steps: list[int] | None
 
     given = {"steps": steps, "metric": metric, "guardrails": list(guardrails) or None,
              "alpha": alpha, "min_rated": min_rated, "min_rated_per_step": min_rated_per_step,
-             "sticky_by": sticky_by}
+             "sticky_by": sticky_by, "max_rated_per_subject": max_rated_per_subject,
+             "approval": approval, "reveal_arm": reveal_arm or None}
     try:
         spec = RolloutSpec(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -131,3 +141,16 @@ def abort(ctx: click.Context, name: str, reason: str) -> None:
     state = abort_rollout(name, settings_from(ctx), reason=reason)
     click.echo(f"rollout {state.rollout_id} aborted: all of {name}'s traffic goes to "
                f"production version {state.production}")
+
+
+@rollout.command()
+@click.argument("name")
+@env_option
+@click.pass_context
+def approve(ctx: click.Context, name: str) -> None:
+    """Promote the candidate of NAME's rollout awaiting approval (started with --approval human)."""
+    from llmops.rollouts import approve_rollout
+
+    state = approve_rollout(name, settings_from(ctx))
+    click.echo(f"rollout {state.rollout_id} approved: {name}@production is version "
+               f"{state.candidate}")

@@ -36,8 +36,11 @@ __all__ = ["CANARY_SPEC", "QUICK_CANARY_SPEC", "CanaryResult", "canary_lines", "
 # 50; 50 rated answers per arm; the test tuned for 500): the decision is as valid at these
 # sizes, only less sensitive. Latency is not a guardrail here for the reason step 10 does
 # not gate on it: LoRA on a CPU engine is slower per token by design.
+# reveal_arm: the answers name their arm so that the demo can print what each arm's users
+# said (its users are simulated and rate by a fixed rule); a real rollout keeps arms hidden.
 CANARY_SPEC = RolloutSpec(steps=[20, 50, 100], guardrails=["error_rate"], min_rated=15,
-                          min_rated_per_step=8, min_requests=20, tuned_for=50, max_rated=300)
+                          min_rated_per_step=8, min_requests=20, tuned_for=50, max_rated=300,
+                          reveal_arm=True)
 # The quick profile's (the demo test's): a first step of 30% and 12 rated answers per arm
 # before a verdict, at the same alpha. A simulation of the judging (llmops.rollouts.stats.compare
 # after every 4 users, 300 draws; the profile's users ask the 10 corrected questions, of which

@@ -25,6 +25,7 @@ from llmops.rollouts.judging import (
 from llmops.rollouts.lifecycle import (
     Evaluation,
     abort_rollout,
+    approve_rollout,
     evaluate_rollout,
     start_rollout,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "RolloutState",
     "Verdict",
     "abort_rollout",
+    "approve_rollout",
     "analysis",
     "assign_arm",
     "bucket",

@@ -49,8 +49,20 @@ class RolloutSpec(BaseModel):
         500, ge=1, description="Rated answers per arm at which the test's interval is "
                                 "tightest (it stays valid at every count).")
     sticky_by: Literal["user", "client"] = Field(
-        "user", description="What a user's arm is a hash of: the request's end user (falling "
-                            "back to the key's name) or the key's name alone.")
+        "user", description="What a user's arm is a hash of: the key's name and the end user "
+                            "the request names (the key's name alone where it names none), or "
+                            "the key's name alone.")
+    max_rated_per_subject: int | None = Field(
+        10, ge=1, description="Rated answers one subject (a key, with the end user it names) "
+                              "adds to the evidence; its later verdicts are not counted, so no "
+                              "one caller decides a rollout (null: no cap).")
+    reveal_arm: bool = Field(
+        False, description="Whether a chain call's answer names its rollout arm and the "
+                           "versions behind it (false: callers cannot tell the arms apart).")
+    approval: Literal["auto", "human"] = Field(
+        "auto", description="auto: a rollout whose candidate users like better is promoted by "
+                            "the judge; human: it waits at its last step for "
+                            "'llmops rollout approve' (status awaiting_approval).")
 
     @field_validator("steps")
     @classmethod

@@ -1,8 +1,10 @@
 """The evidence on a rollout's arms, read from ``inference_log`` and ``feedback``.
 
 A rated answer is a logged request of the rollout with feedback: its last thumbs up or down,
-or, where no thumbs were given, a score of 4-5 (up) or 1-2 (down); a 3 is not counted. An
-error is a request the gateway answered with a 5xx.
+or, where no thumbs were given, a score of 4-5 (up) or 1-2 (down); a 3 is not counted. One
+subject (a key, with the end user it names) adds at most ``spec.max_rated_per_subject`` rated
+answers, its first. An error is a request the gateway answered with a 5xx (an engine's 4xx is
+the client's error, logged as such).
 """
 
 from __future__ import annotations
@@ -59,11 +61,30 @@ def thumbs(rating: Any, score: Any) -> int | None:
     return None
 
 
+def _capped(log: Any, verdicts: dict[str, int], cap: int | None) -> dict[str, int]:
+    """The verdicts that count: each subject's (key and end user) first ``cap``, in time order."""
+    if cap is None:
+        return verdicts
+    kept: dict[str, int] = {}
+    counted: dict[tuple[str, str], int] = {}
+    rows = log.sort_values("ts", kind="stable")
+    for rid, client, user in zip(rows["request_id"], rows["client"], rows["end_user"],
+                                 strict=True):
+        verdict = verdicts.get(rid)
+        if verdict is None:
+            continue
+        subject = (str(client), user if isinstance(user, str) else "")
+        if counted.get(subject, 0) < cap:
+            counted[subject] = counted.get(subject, 0) + 1
+            kept[rid] = verdict
+    return kept
+
+
 def collect_evidence(lakehouse: Path, state: RolloutState) -> dict[str, ArmEvidence]:
     """Each arm's evidence since the rollout started (requests of this rollout only)."""
     log = read_table(lakehouse, "inference_log",
                      columns=["request_id", "ts", "status", "latency_ms", "rollout_id",
-                              "rollout_arm"], since=state.started)
+                              "rollout_arm", "client", "end_user"], since=state.started)
     log = log[log["rollout_id"] == state.rollout_id]
     if len(log) == 0:
         return {arm: ArmEvidence() for arm in ARMS}
@@ -76,6 +97,7 @@ def collect_evidence(lakehouse: Path, state: RolloutState) -> dict[str, ArmEvide
             verdicts[row.request_id] = verdict  # the last verdict on a request counts
     out = {}
     step_start = state.step_started
+    verdicts = _capped(log, verdicts, state.spec.max_rated_per_subject)
     for arm in ARMS:
         mine = log[log["rollout_arm"] == arm]
         errors = mine["status"] >= 500

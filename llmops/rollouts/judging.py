@@ -5,7 +5,9 @@ The order of the checks, each evaluation:
 1. a guardrail breached (the candidate's error rate or p95 latency worse than production's by
    more than the spec's margin, once each arm has ``min_requests``): **roll back**;
 2. the always-valid interval of the thumbs-up difference entirely below 0: **roll back**;
-   entirely above 0: **promote** (each arm needs ``min_rated`` rated answers first);
+   entirely above 0: **promote** (each arm needs ``min_rated`` rated answers first), or, where
+   the spec asks for a person's approval, **await approval** (traffic stays as it is; later
+   evaluations can still roll back; ``approve_rollout`` promotes);
 3. otherwise, at a step that is not the last, once the candidate has ``min_rated_per_step``
    rated answers at this step: **advance** to the next share;
 4. otherwise, past ``max_rated`` rated answers of the candidate: end **inconclusive**
@@ -33,7 +35,7 @@ __all__ = ["Judgement", "evidence_columns", "judge"]
 class Judgement:
     """A decision, the state it leads to, and why."""
 
-    decision: str  # continue, advance, promote, rollback, inconclusive
+    decision: str  # continue, advance, promote, await_approval, rollback, inconclusive
     state: RolloutState
     comparison: Comparison
     evidence: dict[str, ArmEvidence]
@@ -76,8 +78,19 @@ def judge(state: RolloutState, evidence: dict[str, ArmEvidence],
         return _ended(state, "rollback", "rolled_back", comparison, evidence,
                       [f"users like it less: {rates}"], guardrails)
     if comparison.verdict == "better":
+        if spec.approval == "human":
+            if state.status == "awaiting_approval":
+                return _kept(state, comparison, evidence, guardrails,
+                             f"awaiting approval: {rates}")
+            moved = state.moved(status="awaiting_approval", decision="await_approval", reasons=[
+                f"users like it better: {rates}; waiting for 'llmops rollout approve "
+                f"{state.chain}' (or abort)"])
+            return Judgement("await_approval", moved, comparison, evidence, moved.reasons,
+                             guardrails)
         return _ended(state, "promote", "promoted", comparison, evidence,
                       [f"users like it better: {rates}"], guardrails)
+    if state.status == "awaiting_approval":  # a person decides now; the judge only rolls back
+        return _kept(state, comparison, evidence, guardrails, f"awaiting approval: {rates}")
     last = len(spec.shares) - 1
     if state.step < last and cand.step_rated >= spec.min_rated_per_step:
         moved = state.moved(step=state.step + 1, decision="advance", step_started=now,
@@ -92,6 +105,12 @@ def judge(state: RolloutState, evidence: dict[str, ArmEvidence],
                                  f"{prod.rated}/{spec.min_rated} of production"
                                  if comparison.verdict == "too_few" else rates))
     kept = state.moved(decision="continue", reasons=[waiting])
+    return Judgement("continue", kept, comparison, evidence, kept.reasons, guardrails)
+
+
+def _kept(state: RolloutState, comparison: Comparison, evidence: dict[str, ArmEvidence],
+          guardrails: dict[str, str], reason: str) -> Judgement:
+    kept = state.moved(decision="continue", reasons=[reason])
     return Judgement("continue", kept, comparison, evidence, kept.reasons, guardrails)
 
 

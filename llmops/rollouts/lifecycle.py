@@ -29,7 +29,7 @@ from llmops.rollouts.judging import Judgement, evidence_columns, judge
 from llmops.rollouts.store import RolloutState, latest_for_chain, running_by_chain, write_state
 from llmops.stores import connect
 
-__all__ = ["Evaluation", "abort_rollout", "evaluate_rollout", "start_rollout"]
+__all__ = ["Evaluation", "abort_rollout", "approve_rollout", "evaluate_rollout", "start_rollout"]
 
 
 @dataclass
@@ -133,6 +133,9 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
             promote(chain, "production", int(state.candidate), settings=settings, user=_who(user))
             client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
                                          json.dumps(evidence_columns(judgement))[:4000])
+        elif judgement.decision == "await_approval":
+            client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status",
+                                         new.status)
         elif judgement.decision == "rollback":
             client.set_model_version_tag(chain, state.candidate, "llmops.rejected",
                                          "rollout " + state.rollout_id + ": "
@@ -143,6 +146,27 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
         _decision_run(client, exp_id, new, judgement)
         written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
         return Evaluation(written, judgement)
+
+
+def approve_rollout(chain: str, settings: Settings, user: str | None = None) -> RolloutState:
+    """Promote the candidate of a rollout awaiting a person's approval (``approval: human``)."""
+    from mlflow import MlflowClient
+
+    with lakehouse_lock(settings.lakehouse, "rollouts"):
+        state = latest_for_chain(settings.lakehouse, chain)
+        if state is None or state.status != "awaiting_approval":
+            where = f"its rollout {state.rollout_id} is {state.status}" if state else "none"
+            raise RolloutError(f"'{chain}' has no rollout awaiting approval ({where})")
+        who = _who(user)
+        promote(chain, "production", int(state.candidate), settings=settings, user=who)
+        new = state.moved(status="promoted", decision="promote",
+                          reasons=[f"approved by {who}", *state.reasons])
+        exp_id = connect(settings)
+        client = MlflowClient()
+        client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "promoted")
+        _decision_run(client, exp_id, new, None)
+        client.set_terminated(state.mlflow_run_id, "FINISHED")
+        return write_state(settings.lakehouse, new, by=who)
 
 
 def abort_rollout(chain: str, settings: Settings, user: str | None = None,

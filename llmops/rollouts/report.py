@@ -11,14 +11,14 @@ from llmops.rollouts.store import RolloutState, history
 
 __all__ = ["analysis", "plot_rollout", "status_lines"]
 
-_PHASE = {"running": "running", "promoted": "successful", "rolled_back": "failed",
-          "aborted": "failed", "inconclusive": "failed"}
+_PHASE = {"running": "running", "awaiting_approval": "paused", "promoted": "successful",
+          "rolled_back": "failed", "aborted": "failed", "inconclusive": "failed"}
 
 
 def analysis(state: RolloutState, last: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``GET /v1/rollouts/{name}/analysis`` answers: ``phase`` is ``successful`` (the
     candidate was promoted), ``failed`` (it was rolled back, aborted or ended without
-    evidence) or ``running``."""
+    evidence), ``paused`` (awaiting a person's approval) or ``running``."""
     out: dict[str, Any] = {
         "phase": _PHASE.get(state.status, "running"), "rollout_id": state.rollout_id,
         "chain": state.chain, "production": state.production, "candidate": state.candidate,

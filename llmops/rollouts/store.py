@@ -42,7 +42,8 @@ class RolloutState:
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        """Still splitting traffic: judged as it goes, or waiting for a person to approve."""
+        return self.status in ("running", "awaiting_approval")
 
     @property
     def share(self) -> int:

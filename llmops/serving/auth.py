@@ -29,13 +29,13 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 
 from llmops.errors import ConfigError
-from llmops.serving.config import AuthConfig
+from llmops.serving.config import AuthConfig, GatewayConfig
 from llmops.serving.errors import HTTPError
 from llmops.serving.schema import SCOPES, KeysFile, parse_scopes
 from llmops.yamlfile import load_yaml_model
 
-__all__ = ["SCOPES", "ApiKey", "KeyRing", "auth_middleware", "check_exposure", "load_keys",
-           "require"]
+__all__ = ["SCOPES", "ApiKey", "HostCheck", "KeyRing", "allowed_hosts", "auth_middleware",
+           "check_exposure", "load_keys", "require"]
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -129,6 +129,48 @@ def check_exposure(host: str, keys: KeyRing) -> None:
         raise ConfigError(
             f"the gateway would listen on {host} with no API keys: set keys "
             "(LLMOPS_API_KEYS or auth.keys_file) or bind 127.0.0.1")
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts(config: GatewayConfig, keys: KeyRing) -> frozenset[str] | None:
+    """The Host names the gateway answers (None: any): ``gateway.allowed_hosts``, else, on a
+    gateway without keys, loopback names only."""
+    if config.allowed_hosts:
+        return frozenset(h.lower() for h in config.allowed_hosts)
+    return None if keys.required else frozenset(LOOPBACK_NAMES)
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class HostCheck:
+    """421 for a request whose Host header the gateway does not answer to.
+
+    Without keys, a web page on another site that rebinds its DNS name to 127.0.0.1 reaches a
+    loopback gateway from the user's browser; its requests carry that site's name as Host.
+    """
+
+    def __init__(self, app: Any, allowed: frozenset[str] | None) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.allowed is not None and scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if _host_name(host) not in self.allowed:
+                import uuid
+
+                response = HTTPError(421, "this gateway does not answer to the host "
+                                          f"'{host[:100]}' (gateway.allowed_hosts)",
+                                     "misdirected_request").response(uuid.uuid4().hex)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class KeyUser(BaseUser):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from typing import Any
 
+from starlette.authentication import has_required_scope
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,7 +21,15 @@ from llmops.serving.errors import HTTPError
 from llmops.serving.rollouts import Routed
 from llmops.serving.state import GatewayState
 
-__all__ = ["chain_routes"]
+__all__ = ["chain_routes", "redact_uris"]
+
+log = logging.getLogger(__name__)
+_URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+
+
+def redact_uris(text: str) -> str:
+    """``text`` with every URI (which may carry a password or token) replaced by its scheme."""
+    return _URI.sub(lambda m: m.group(0).split("://", 1)[0] + "://...", text)
 
 _FIELDS = {"question", "alias", "user"}
 
@@ -41,6 +52,24 @@ def _check(payload: dict[str, Any], gw: GatewayState) -> tuple[str, str, str | N
     if user is not None and not isinstance(user, str):
         raise HTTPError(400, "'user' must be a string")
     return question, alias, (user or None) and user[:256]
+
+
+def _client_error(exc: BaseException) -> HTTPError | None:
+    """A 400 where the model endpoint refused the chain's request as the client's fault (a
+    4xx: e.g. a question too long for the model's context); None for anything else.
+
+    Logged as the client's error, it never counts against a rollout's arm as an error.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        status = getattr(seen, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 429):
+            return HTTPError(400, f"the model refused the request ({status}): "
+                                  f"{str(seen).splitlines()[0][:300] if str(seen) else ''}")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _client(key: ApiKey | None, request: Request) -> str:
@@ -66,6 +95,13 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             question, alias, user = _check(payload, gw)
             if gw.chains is None:
                 raise HTTPError(404, "this gateway serves no chains")
+            if (alias != gw.cfg.default_chain_alias and gw.rollouts is not None
+                    and gw.rollouts.in_rollout(name)
+                    and not has_required_scope(request, ["admin"])):
+                # a caller may not step out of the split (nor into the candidate) at will
+                raise HTTPError(403, f"chain '{name}' is in a rollout: its traffic is split by "
+                                     "the rollout; only an admin key may ask for an alias",
+                                "permission_error")
             if alias == gw.cfg.default_chain_alias and gw.rollouts is not None:
                 routed = gw.rollouts.route(name, user, _client(key, request))
                 if routed is not None:
@@ -81,11 +117,21 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             except HTTPError:
                 raise
             except LlmopsError as exc:
+                refused = _client_error(exc)
+                if refused is not None:
+                    raise refused from exc
                 if exc.__class__.__name__ in ("ModelNotFoundError", "BadReferenceError"):
                     raise HTTPError(404, f"chain '{name}@{alias}' does not exist",
                                     "chain_not_found") from exc
-                raise HTTPError(503, str(exc).splitlines()[0], "chain_error") from exc
+                # the message may name a store's URI (with its credentials): not for callers
+                log.warning("chain %s@%s: %s", name[:256], alias[:256],
+                            redact_uris(str(exc).splitlines()[0] if str(exc) else ""))
+                raise HTTPError(503, f"the chain cannot be served now ({exc.__class__.__name__})",
+                                "chain_error") from exc
             except Exception as exc:  # noqa: BLE001 - the engine or the chain failed
+                refused = _client_error(exc)
+                if refused is not None:
+                    raise refused from exc
                 raise HTTPError(503, f"the chain failed: {exc.__class__.__name__}",
                                 "chain_error") from exc
         except HTTPError as err:
@@ -111,9 +157,12 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             request=json.dumps(logged, ensure_ascii=False), response=answer.get("answer", ""),
             status=200, latency_ms=(time.perf_counter() - start) * 1000, **in_rollout,
         ))
-        if routed is not None:
+        if routed is not None and routed.reveal:
             versions["rollout"] = routed.rollout_id
             versions["arm"] = routed.arm
+        elif routed is not None:
+            # the arms stay indistinguishable to callers: no version, prompt or adapter
+            versions = {"chain": served.name, "rollout": routed.rollout_id}
         return JSONResponse({"request_id": rid, "answer": answer.get("answer", ""),
                              "sources": answer.get("sources", []), "versions": versions},
                             headers={"X-Request-Id": rid})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +12,8 @@ from llmops.config import Settings
 from llmops.lakehouse import name_and_version
 
 __all__ = ["ChainServer", "ServedChain"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,11 +30,21 @@ class ServedChain:
 
 
 class ChainServer:
-    """Loads ``NAME@ALIAS`` once per resolved version; the alias is re-read on every call."""
+    """Loads ``NAME@ALIAS`` once per resolved version.
+
+    An alias is re-read from the registry at most every ``alias_refresh_s``; when the registry
+    cannot be reached, the version it last named keeps serving for up to ``alias_stale_s``
+    (a short MLflow outage does not stop chain traffic; a promotion takes effect within
+    ``alias_refresh_s``).
+    """
 
     def __init__(self, settings: Settings, engine_url: str, served_model: str,
-                 max_tokens: int | None = None, api_key_env: str | None = None) -> None:
+                 max_tokens: int | None = None, api_key_env: str | None = None,
+                 alias_refresh_s: float = 1.0, alias_stale_s: float = 300.0) -> None:
         self.settings = settings
+        self.alias_refresh_s = alias_refresh_s
+        self.alias_stale_s = alias_stale_s
+        self._aliases: dict[str, tuple[float, tuple[str, str]]] = {}  # ref -> (when, key)
         self.api_key_env = api_key_env  # where the chat models find the engine's key
         self.engine_url = engine_url
         self.served_model = served_model
@@ -40,7 +54,29 @@ class ChainServer:
 
     def get(self, name: str, alias: str) -> ServedChain:
         """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
-        return self._load(f"{name}@{alias}")
+        from llmops.errors import BadReferenceError, ModelNotFoundError
+
+        ref = f"{name}@{alias}"
+        now = time.monotonic()
+        with self._lock:
+            hit = self._aliases.get(ref)
+            cached = self._cache.get(hit[1]) if hit else None
+        if hit and cached is not None and now - hit[0] < self.alias_refresh_s:
+            return cached
+        try:
+            served = self._load(ref)
+        except (ModelNotFoundError, BadReferenceError):
+            raise
+        except Exception as exc:
+            if hit and cached is not None and now - hit[0] < self.alias_stale_s:
+                log.warning("chains: the registry cannot be reached (%s): %s stays version %s "
+                            "(read %.0f s ago)", exc.__class__.__name__, ref, cached.version,
+                            now - hit[0])
+                return cached
+            raise
+        with self._lock:
+            self._aliases[ref] = (now, (served.name, served.version))
+        return served
 
     def get_version(self, name: str, version: str) -> ServedChain:
         """Version ``version`` of chain ``name`` (a rollout's arm pins one)."""

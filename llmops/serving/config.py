@@ -114,6 +114,33 @@ class GatewayConfig(BaseModel):
     log_backlog_limit: int = Field(
         100_000, ge=1, description="/readyz turns 503 when this many rows wait for a flush.")
     upstream_timeout_s: float = Field(120, gt=0, description="Engine timeout (then 503).")
+    upstream_max_connections: int = Field(
+        256, ge=1, description="Engine connections the gateway holds at most (more requests "
+                               "wait for one).")
+    limit_concurrency: int = Field(
+        1024, ge=1, description="Connections and requests the server takes at once; beyond, "
+                                "503 at once (uvicorn's limit_concurrency).")
+    body_timeout_s: float = Field(
+        30, gt=0, description="Longest wait for a request's body to arrive (then 408).")
+    send_timeout_s: float = Field(
+        30, gt=0, description="Longest wait for a client to take a stream's next bytes; a client "
+                              "that stops reading is dropped (logged as 499).")
+    shutdown_timeout_s: float = Field(
+        30, gt=0, description="On SIGTERM, how long requests in flight may finish before the "
+                              "gateway closes their connections.")
+    readiness_cache_s: float = Field(
+        1.0, ge=0, description="How long /readyz reuses its last check of the engine.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values (names, no port) the gateway answers; empty: any with "
+                    "keys, and without keys only loopback names (127.0.0.1, localhost, ::1), "
+                    "so a web page cannot reach a keyless gateway by DNS rebinding.")
+    trust_proxy_headers: bool = Field(
+        False, description="Take the client's address from X-Forwarded-For, from the "
+                           "forwarded_allow_ips proxies only (false: never).")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies whose X-Forwarded-For is believed (with trust_proxy_headers).")
     default_chain_alias: str = Field("production", description="Alias a chain call uses.")
     rollout_refresh_s: float = Field(
         2.0, gt=0, description="How often the gateway re-reads the rollouts table (a started, "

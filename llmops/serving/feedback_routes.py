@@ -1,5 +1,8 @@
 """``POST /v1/feedback``: a rating, score, correction or comment on an answered request.
 
+Feedback is taken only from the client that made the request (its key; its address on a
+gateway without keys), or from an admin key.
+
 The request id is looked up off the event loop, a few lookups at a time, so that
 a burst of feedback for unknown ids never stalls the streams the gateway relays.
 """
@@ -40,11 +43,12 @@ def _validate(payload: dict[str, Any]) -> FeedbackRequest:
 def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route]:
     lookups = asyncio.Semaphore(concurrent_lookups)
 
-    async def known(request_id: str) -> bool:
-        if gw.requests.contains_in_memory(request_id):
-            return True
+    async def owner(request_id: str) -> str | None:
+        found = gw.requests.owner_in_memory(request_id)
+        if found is not None:
+            return found
         async with lookups:
-            return await run_in_threadpool(gw.requests.contains, request_id)
+            return await run_in_threadpool(gw.requests.owner, request_id)
 
     async def feedback(request: Request) -> Response:
         rid = gw.new_request_id()
@@ -55,8 +59,14 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
             payload, _ = await gw.read_json(request)
             record = _validate(payload)
             target, rating, score = record.request_id, record.rating, record.score
-            if not await known(target):
+            made_by = await owner(target)
+            if made_by is None:
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
+            caller = key.name if key else (request.client.host if request.client else "")
+            if made_by != caller and not (key is not None and "admin" in key.scopes):
+                # one's own answers only: no key can rate (or steer a rollout with) another's
+                raise HTTPError(403, f"feedback on request '{target}' is accepted only from the "
+                                     "key that made it", "permission_error")
         except HTTPError as err:
             return err.response(rid)
         finally:

@@ -17,9 +17,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from llmops.serving.admin import admin_routes
-from llmops.serving.auth import KeyRing, auth_middleware, check_exposure
+from llmops.serving.auth import HostCheck, KeyRing, allowed_hosts, auth_middleware, check_exposure
 from llmops.serving.chain_routes import chain_routes
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
@@ -67,7 +68,8 @@ class Gateway:
                  rollouts: RolloutRouter | None = None) -> None:
         check_exposure(config.gateway.host, keys)
         upstream = Upstream(engine_url, engine_key, config.gateway.upstream_timeout_s,
-                            config.gateway.upstream_keepalive_s)
+                            config.gateway.upstream_keepalive_s,
+                            config.gateway.upstream_max_connections)
         self.state = GatewayState(config, env, upstream, keys, wal, requests, chains, adapters,
                                   engine_alive, rollouts)
         self.wal = wal
@@ -77,7 +79,8 @@ class Gateway:
                     *feedback_routes(self.state), *health_routes(self.state),
                     *admin_routes(self.state), *openapi_routes(config.gateway),
                     *widget_routes(config.gateway, keys.required)],  # the page at / and widget.js
-            middleware=[*widget_middleware(config.gateway), auth_middleware(keys)],
+            middleware=[Middleware(HostCheck, allowed=allowed_hosts(config.gateway, keys)),
+                        *widget_middleware(config.gateway), auth_middleware(keys)],
             lifespan=self._lifespan))
 
     @contextlib.asynccontextmanager

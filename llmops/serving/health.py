@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers), ``/readyz`` (it can serve) and ``/metrics``.
+"""``/healthz`` (the process answers), ``/readyz`` (it can serve) and ``/metrics`` (a key with
+the ``metrics`` scope: it names keys, chains and adapters).
 
 Ready means: the engine this gateway started is alive and is the one answering
 (it accepts this gateway's key; another engine on the port answers 401), and the
@@ -15,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmops.serving.auth import require
+from llmops.serving.errors import HTTPError
 from llmops.serving.state import GatewayState
 
 __all__ = ["health_routes"]
@@ -48,13 +51,26 @@ def health_routes(gw: GatewayState) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    last = {"at": -1e9, "engine": ""}
+
+    async def cached_engine_check() -> str:
+        # /readyz needs no key: a flood of it must not become a flood at the engine
+        now = time.monotonic()
+        if now - last["at"] >= gw.cfg.readiness_cache_s:
+            last["engine"], last["at"] = await engine_check(gw), now
+        return str(last["engine"])
+
     async def readyz(request: Request) -> Response:
-        engine, log = await engine_check(gw), log_check(gw)
+        engine, log = await cached_engine_check(), log_check(gw)
         ready = engine == "ok" and log == "ok"
         return JSONResponse({"ready": ready, "engine": engine, "log": log},
                             status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        try:  # it names keys, chains and adapters: a key with the metrics scope only
+            require(request, "metrics")
+        except HTTPError as err:
+            return err.response(gw.new_request_id())
         gw.metrics.log_flush_failures.set(gw.wal.flush_failures)
         gw.metrics.log_backlog.set(gw.wal.backlog_rows())
         gw.metrics.upstream_retries.set(gw.upstream.retries)

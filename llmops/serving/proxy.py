@@ -8,6 +8,7 @@ its final ``[DONE]`` event.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -25,10 +26,27 @@ from llmops.serving.state import GatewayState
 
 __all__ = ["proxy_routes"]
 
+log = logging.getLogger(__name__)
+
 
 def _end_user(payload: dict[str, Any]) -> str | None:
     user = payload.get("user")
     return user[:256] if isinstance(user, str) and user else None
+
+
+def _without_paths(data: bytes) -> bytes:
+    """The engine's model list without where its adapters lie on disk (vLLM names a LoRA
+    adapter's folder as its ``root``): each ``root`` that is a path becomes the model's id."""
+    try:
+        body = orjson.loads(data)
+        for model in body.get("data") or ():
+            root = model.get("root")
+            if isinstance(root, str) and root != model.get("id") and (
+                    root.startswith(("/", "~", ".", "file:")) or "\\" in root):
+                model["root"] = model.get("parent") or model.get("id")
+        return orjson.dumps(body)
+    except (ValueError, AttributeError, TypeError):
+        return data
 
 
 def proxy_routes(gw: GatewayState) -> list[Route]:
@@ -50,7 +68,7 @@ def proxy_routes(gw: GatewayState) -> list[Route]:
             return HTTPError(503, "the engine is unavailable", "engine_unavailable").response(rid)
         finally:
             gw.release(key, slot)
-        return Response(data, status_code=status,
+        return Response(_without_paths(data) if status == 200 else data, status_code=status,
                         headers={"X-Request-Id": rid, "content-type": "application/json"})
 
     return [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -234,19 +252,29 @@ class _RelayResponse(Response):
                 state["gone"] = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(watch())
+        patience = self._relay.gw.cfg.send_timeout_s
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
             send = scope.get("llmops.send", send)  # the body past the middlewares' wrappers
-            async for chunk in self._relay.events():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            state["streaming"] = False
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # a client that stops reading fills the socket's buffers and a send waits: past
+            # send_timeout_s it is dropped (so no stream holds its slot, or a shutdown, forever)
+            async with asyncio.timeout(None) as deadline:
+                async for chunk in self._relay.events():
+                    deadline.reschedule(loop.time() + patience)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    deadline.reschedule(None)
+                state["streaming"] = False
+                deadline.reschedule(loop.time() + patience)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not state["gone"]:
                 raise
             task.uncancel()  # the client went away: the relay stops, nothing to answer
+        except TimeoutError:
+            log.warning("a stream's client took nothing for %g s: dropped", patience)
         finally:
             state["streaming"] = False
             watcher.cancel()

@@ -1,4 +1,5 @@
-"""Which request ids exist, so that feedback for an unknown request is refused (404)."""
+"""Which request ids exist and which client made each, so that feedback for an unknown request
+is refused (404) and feedback is taken only from the client (key) that made the request."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class RequestIndex:
     The ids this process logged most recently are held in memory (at most
     ``memory_limit``, oldest forgotten first); any other id (answered by another
     gateway, or before a restart) is looked up in the table, reading only the
-    ``request_id`` column of the last ``window_days`` (files outside the window are
+    ``request_id`` and ``client`` columns of the last ``window_days`` (files outside the window are
     skipped on their statistics). An id not found is remembered as unknown for
     ``negative_ttl_s``, so that a burst of made-up ids costs one read each at most.
     """
@@ -32,16 +33,16 @@ class RequestIndex:
         self.window_days = window_days
         self.negative_ttl_s = negative_ttl_s
         self.negative_limit = negative_limit
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, str] = OrderedDict()  # request id -> its client
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._table: Any = None
         self._table_lock = threading.Lock()
         self.table_reads = 0
 
-    def add(self, request_id: str) -> None:
+    def add(self, request_id: str, client: str = "") -> None:
         with self._lock:
-            self._ids[request_id] = None
+            self._ids[request_id] = client
             self._unknown.pop(request_id, None)
             while len(self._ids) > self.memory_limit:
                 self._ids.popitem(last=False)  # the table still knows it
@@ -50,29 +51,38 @@ class RequestIndex:
         with self._lock:
             return request_id in self._ids
 
+    def owner_in_memory(self, request_id: str) -> str | None:
+        with self._lock:
+            return self._ids.get(request_id)
+
     def contains(self, request_id: str) -> bool:
         """Whether the id was answered (memory first, then the table; blocking: call off-loop)."""
+        return self.owner(request_id) is not None
+
+    def owner(self, request_id: str) -> str | None:
+        """The client that made the request (its key's name, or its address without keys);
+        None where the id is unknown. Memory first, then the table; blocking: call off-loop."""
         now = time.monotonic()
         with self._lock:
             if request_id in self._ids:
-                return True
+                return self._ids[request_id]
             seen = self._unknown.get(request_id)
             if seen is not None and now - seen < self.negative_ttl_s:
-                return False
+                return None
         found = self._in_table(request_id)
         with self._lock:
-            if found:
-                self._ids[request_id] = None
+            if found is not None:
+                self._ids[request_id] = found
             else:
                 self._unknown[request_id] = now
                 while len(self._unknown) > self.negative_limit:
                     self._unknown.popitem(last=False)
         return found
 
-    def _in_table(self, request_id: str) -> bool:
+    def _in_table(self, request_id: str) -> str | None:
         path = table_path(self.lakehouse, "inference_log")
         if not (path / "_delta_log").is_dir():
-            return False
+            return None
         import pyarrow.compute as pc
         from deltalake import DeltaTable
 
@@ -85,4 +95,7 @@ class RequestIndex:
             self.table_reads += 1
         since = datetime.now(timezone.utc) - timedelta(days=self.window_days)
         where = (pc.field("ts") >= since) & (pc.field("request_id") == request_id)
-        return dataset.to_table(columns=["request_id"], filter=where).num_rows > 0
+        found = dataset.to_table(columns=["client"], filter=where)
+        if found.num_rows == 0:
+            return None
+        return found.column("client")[0].as_py() or ""

@@ -3,7 +3,8 @@
 The running rollouts are read from the ``rollouts`` Delta table by a background thread every
 ``gateway.rollout_refresh_s`` (only when the table has a new version), so a rollout started,
 advanced or ended by any process reaches every gateway within seconds, with no restart and
-no talk between gateways: the arm is a hash of the rollout's id and the user.
+no talk between gateways: the arm is a hash of the rollout's id and the subject (the key, and
+the end user it names).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Routed:
     version: str
     rollout_id: str
     arm: str
+    reveal: bool = False  # whether the answer may name the arm (the rollout's reveal_arm)
 
 
 class RolloutRouter:
@@ -47,16 +49,21 @@ class RolloutRouter:
     def route(self, chain: str, user: str | None, client: str) -> Routed | None:
         """The arm ``chain``'s running rollout gives this request (None: no rollout).
 
-        Sticky for the end user where the rollout says so and the request names one, else
-        for the client (the key).
+        The subject is the client (the key, or the address without keys), and where the
+        rollout is sticky by user and the request names one, that user *of this key*: a key
+        cannot place requests as another key's users.
         """
         state = self.running.get(chain)
         if state is None:
             return None
-        subject = f"user:{user}" if user and state.spec.sticky_by == "user" else client
+        subject = (f"{client}/user:{user}" if user and state.spec.sticky_by == "user"
+                   else client)
         arm = assign_arm(state.rollout_id, subject, state.share)
         return Routed(state.candidate if arm == "candidate" else state.production,
-                      state.rollout_id, arm)
+                      state.rollout_id, arm, state.spec.reveal_arm)
+
+    def in_rollout(self, chain: str) -> bool:
+        return chain in self.running
 
     def refresh(self) -> bool:
         """Re-read the running rollouts if the table changed; True when it was read."""

@@ -29,7 +29,9 @@ from llmops.serving.config import GatewayConfig
 __all__ = ["SCOPES", "ContentPart", "FeedbackRequest", "GenerationModels", "KeyEntry", "KeysFile",
            "Message", "ROLES", "StreamOptions", "generation_models", "openapi_schemas", "parse_scopes"]
 
-SCOPES = frozenset({"invoke", "feedback", "admin"})
+# invoke: the OpenAI routes and chains; feedback: rate one's own answers; metrics: /metrics
+# (it names keys, chains and adapters); admin: adapters, any alias, and all of the others
+SCOPES = frozenset({"invoke", "feedback", "metrics", "admin"})
 
 
 class ContentPart(BaseModel):

@@ -183,10 +183,13 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         if engine is not None:
             engine.stop()
         raise
-    server = uvicorn.Server(uvicorn.Config(gateway.app, host=config.gateway.host,
-                                           port=config.gateway.port, log_level="warning",
-                                           access_log=False, lifespan="on",
-                                           timeout_keep_alive=config.gateway.keepalive_s))
+    gw = config.gateway
+    server = uvicorn.Server(uvicorn.Config(
+        gateway.app, host=gw.host, port=gw.port, log_level="warning", access_log=False,
+        lifespan="on", timeout_keep_alive=gw.keepalive_s,
+        limit_concurrency=gw.limit_concurrency, timeout_graceful_shutdown=gw.shutdown_timeout_s,
+        # the client's address is the socket's unless a configured proxy says otherwise
+        proxy_headers=gw.trust_proxy_headers, forwarded_allow_ips=gw.forwarded_allow_ips))
     echo(f"gateway on http://{config.gateway.host}:{config.gateway.port} (env {settings.env})")
 
     def stop(*_: Any) -> None:

@@ -6,6 +6,7 @@ Routes (``proxy``, ``chain_routes``, ``feedback_routes``, ``health``, ``admin``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -69,16 +70,28 @@ class GatewayState:
         return given if _RID.match(given) else None
 
     async def read_json(self, request: Request) -> tuple[dict[str, Any], bytes]:
-        """The body as a JSON object and its bytes; 413 over ``max_body_bytes``, 400 if not JSON."""
+        """The body as a JSON object and its bytes; 415 unless sent as ``application/json``
+        (a cross-site form or ``text/plain`` POST from a browser cannot be), 413 over
+        ``max_body_bytes``, 408 when it has not all arrived within ``body_timeout_s``, 400 if
+        not JSON."""
         limit = self.cfg.max_body_bytes
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             raise HTTPError(413, f"request body over {limit} bytes")
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPError(415, "send the body as JSON, with Content-Type: application/json",
+                            "unsupported_media_type")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPError(413, f"request body over {limit} bytes")
+        try:
+            async with asyncio.timeout(self.cfg.body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise HTTPError(413, f"request body over {limit} bytes")
+        except TimeoutError:
+            raise HTTPError(408, f"the request body did not arrive within "
+                                 f"{self.cfg.body_timeout_s:g} s", "request_timeout") from None
         try:
             payload = orjson.loads(bytes(body))
         except ValueError as exc:
@@ -119,15 +132,16 @@ class GatewayState:
         """Make ``row`` durable (write-ahead log), remember its id and count it."""
         full = {"env": self.env, "ts": utcnow(), **row}
         self.wal.append("inference_log", full)
-        self.requests.add(row["request_id"])
+        self.requests.add(row["request_id"], row.get("client") or "")
         self.metrics.observe(full, self.metric_labels(full))
 
     def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,
                   http: Request, payload: dict[str, Any], latency_ms: float,
                   **fields: Any) -> None:
-        """Log a refused request, except those refused before anyone was known (401, 403, 413)
-        and those over a key's limits (429: a flood must not fill the tables)."""
-        if err.status in (401, 403, 413, 429):
+        """Log a refused request, except those refused before anyone was known or its body
+        read (401, 403, 408, 413, 415) and those over a key's limits (429: a flood must not
+        fill the tables)."""
+        if err.status in (401, 403, 408, 413, 415, 429):
             return
         self.log(self.row(request_id, endpoint, key, http,
                           request=json.dumps(payload)[:65536] if payload else "",

@@ -35,11 +35,12 @@ class Upstream:
     """The engine at ``url`` (its root, without ``/v1``), reached with ``key`` when it has one."""
 
     def __init__(self, url: str, key: str | None, read_timeout_s: float,
-                 keepalive_s: float = 2.0) -> None:
+                 keepalive_s: float = 2.0, max_connections: int = 256) -> None:
         self.url = url.rstrip("/").removesuffix("/v1")
         self.key = key
         self.read_timeout_s = read_timeout_s
         self.keepalive_s = keepalive_s
+        self.max_connections = max_connections
         self.retries = 0  # requests sent again after a reused connection was closed under them
         self._session: aiohttp.ClientSession | None = None
         self._models: set[str] = set()
@@ -59,7 +60,7 @@ class Upstream:
             trace = aiohttp.TraceConfig()
             trace.on_connection_reuseconn.append(_on_reuse)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
+                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300,
                                                keepalive_timeout=self.keepalive_s),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5,
                                               sock_read=self.read_timeout_s),

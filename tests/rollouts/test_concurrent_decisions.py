@@ -133,3 +133,87 @@ def test_a_held_lock_times_out_with_its_path_and_dies_with_its_holder(tmp_path: 
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def _rated(settings, rollout_id: str, arm: str, client: str, user: str | None,
+           ups: list[int]) -> None:
+    """Requests of ``arm`` from one subject (client, end user), each rated as ``ups`` says."""
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    from llmops.lakehouse import append_rows, inference_row
+
+    now = datetime.now(timezone.utc)
+    log, feedback = [], []
+    for i, up in enumerate(ups):
+        rid = uuid.uuid4().hex
+        ts = now + timedelta(milliseconds=i)
+        log.append(inference_row(rid, "/v1/chains/qa/invoke", ts=ts, status=200, latency_ms=5.0,
+                                 client=client, end_user=user, rollout_id=rollout_id,
+                                 rollout_arm=arm, env="dev"))
+        feedback.append({"feedback_id": uuid.uuid4().hex, "request_id": rid, "ts": ts,
+                         "rating": up})
+    append_rows(settings.lakehouse, "inference_log", log)
+    append_rows(settings.lakehouse, "feedback", feedback)
+
+
+def test_one_subject_adds_at_most_its_cap_of_verdicts(settings, tmp_path: Path) -> None:
+    from llmops.rollouts import collect_evidence
+
+    _two_versions(settings, tmp_path)
+    started = start_rollout("qa", "2", settings, RolloutSpec(steps=[50, 100],
+                                                             max_rated_per_subject=3))
+    # one caller stuffs the candidate with 20 thumbs up and production with 20 down
+    _rated(settings, started.rollout_id, "candidate", "app", "mallory", [1] * 20)
+    _rated(settings, started.rollout_id, "production", "app", "mallory", [-1] * 20)
+    # two honest users of the same key, and one of another key named alike
+    _rated(settings, started.rollout_id, "candidate", "app", "alice", [-1])
+    _rated(settings, started.rollout_id, "production", "app", "bob", [1])
+    _rated(settings, started.rollout_id, "candidate", "other", "mallory", [-1, -1])
+    evidence = collect_evidence(settings.lakehouse, started)
+    cand, prod = evidence["candidate"], evidence["production"]
+    # mallory of 'app' counts 3 (her first three, all on the candidate), alice 1, and
+    # mallory of 'other' 2 (another key's user of the same name is another subject)
+    assert (cand.rated, cand.up) == (6, 3)
+    assert (prod.rated, prod.up) == (1, 1)
+    assert cand.requests == 23 and prod.requests == 21
+    uncapped = collect_evidence(settings.lakehouse, started.moved(
+        spec=started.spec.model_copy(update={"max_rated_per_subject": None})))
+    assert uncapped["candidate"].rated == 23 and uncapped["production"].rated == 21
+
+
+def test_a_rollout_that_needs_approval_waits_for_a_person(settings, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from llmops.errors import RolloutError
+    from llmops.rollouts import approve_rollout, running_by_chain
+    from tests.conftest import run_cli
+
+    _two_versions(settings, tmp_path)
+    spec = RolloutSpec(steps=[50, 100], guardrails=[], min_rated=20, approval="human",
+                       max_rated_per_subject=None)
+    started = start_rollout("qa", "2", settings, spec)
+    with pytest.raises(RolloutError, match="no rollout awaiting approval"):
+        approve_rollout("qa", settings)
+    _rated(settings, started.rollout_id, "candidate", "app", None, [1] * 60)
+    _rated(settings, started.rollout_id, "production", "app", None, [-1] * 60)
+    first = evaluate_rollout("qa", settings, user="gateway")
+    assert first.judgement.decision == "await_approval"  # type: ignore[union-attr]
+    assert first.state.status == "awaiting_approval" and "llmops rollout approve qa" in (
+        first.state.reasons[0])
+    # nothing promoted yet, and the split goes on
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("qa", "production").version) == "1"
+    assert running_by_chain(settings.lakehouse)["qa"].share == 50
+    _rated(settings, started.rollout_id, "candidate", "app", None, [1] * 5)
+    again = evaluate_rollout("qa", settings, user="gateway")
+    assert (again.judgement.decision, again.state.status) == (  # type: ignore[union-attr]
+        "continue", "awaiting_approval")
+    out = run_cli("rollout", "approve", "qa", cwd=settings.root)
+    assert out.returncode == 0, out.stderr
+    assert f"rollout {started.rollout_id} approved: qa@production is version 2" in out.stdout
+    assert str(client.get_model_version_by_alias("qa", "production").version) == "2"
+    rows = history(settings.lakehouse, started.rollout_id)
+    assert list(rows["decision"]) == ["start", "await_approval", "continue", "promote"]
+    assert rows.iloc[-1]["status"] == "promoted" and "qa" not in running_by_chain(
+        settings.lakehouse)

@@ -9,7 +9,8 @@ import httpx
 from tests.conftest import free_port, run_cli
 from tests.serving.conftest import write_endpoint
 
-KEYS = "inv-key-123=invoke;fb-key-456=feedback;adm-key-789=admin"
+KEYS = ("inv-key-123=invoke;fb-key-456=feedback;adm-key-789=admin;"
+        "app-key-000=invoke,feedback")
 
 
 def test_staging_needs_keys(project: Path, engine_url: str) -> None:
@@ -57,8 +58,16 @@ def test_scopes(project: Path, start_gateway) -> None:
     rid = ok.headers["x-request-id"]
     assert h.post("/v1/feedback", json={"request_id": rid, "rating": 1},
                   headers={"Authorization": "Bearer inv-key-123"}).status_code == 403
+    # feedback is taken only from the key that made the request (or an admin key)
+    other = h.post("/v1/feedback", json={"request_id": rid, "rating": 1},
+                   headers={"Authorization": "Bearer fb-key-456"})
+    assert other.status_code == 403
+    assert "accepted only from the key that made it" in other.json()["error"]["message"]
+    mine = h.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer app-key-000"})
+    assert h.post("/v1/feedback", json={"request_id": mine.headers["x-request-id"], "rating": 1},
+                  headers={"Authorization": "Bearer app-key-000"}).status_code == 200
     assert h.post("/v1/feedback", json={"request_id": rid, "rating": 1},
-                  headers={"Authorization": "Bearer fb-key-456"}).status_code == 200
+                  headers={"Authorization": "Bearer adm-key-789"}).status_code == 200
     assert h.post("/v1/chat/completions", json=body,
                   headers={"Authorization": "Bearer adm-key-789"}).status_code == 200
     log = gw.output()
@@ -66,7 +75,7 @@ def test_scopes(project: Path, start_gateway) -> None:
         assert secret not in log
     from tests.serving.conftest import wait_rows
 
-    rows = wait_rows(project, "inference_log", 2)
-    assert set(rows["client"]) == {"env-1", "env-3"}
+    rows = wait_rows(project, "inference_log", 3)
+    assert set(rows["client"]) == {"env-1", "env-3", "env-4"}
     cells = " ".join(" ".join(map(str, r)) for r in rows.itertuples(index=False))
     assert "inv-key-123" not in cells and "adm-key-789" not in cells

@@ -74,3 +74,12 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     rows = wait_rows(project, "inference_log", 5)
     assert rows[rows["request_id"] == fresh.json()["request_id"]].iloc[0]["index_version"] == (
         updated.index_version)
+
+    # a question the model cannot take (over its 2,048-token context: one token a digit) is
+    # the client's error, logged as a 400: never a 503 that a rollout would count against
+    # the arm that served it
+    long = h.post("/v1/chains/docs-qa/invoke", json={"question": "7 " * 1990})
+    assert long.status_code == 400, long.text
+    assert long.json()["error"]["message"].startswith("the model refused the request (400)")
+    rows = wait_rows(project, "inference_log", 6)
+    assert rows[rows["request_id"] == long.headers["x-request-id"]].iloc[0]["status"] == 400

@@ -154,13 +154,26 @@ def test_bad_input_never_crashes_or_writes_broken_rows(start_gateway, project: P
             {"role": "user", "content": "a" * 33000}]}), 400),
         (h.post("/v1/chains/docs-qa/invoke", json={"question": "q" * 4001}), 400),
     ]
-    for resp, status in cases:
+    # What a web page could send from a user's browser to a gateway without keys: a
+    # "simple" cross-site POST (text/plain or a form: no preflight) is refused unread, and so
+    # is a request reaching it by DNS rebinding (another site's name in Host); neither is logged.
+    body = json.dumps({"model": "base", "messages": msgs, "max_tokens": 2}).encode()
+    browser = [
+        (h.post(chat, content=body, headers={"content-type": "text/plain"}), 415),
+        (h.post("/v1/feedback", data={"request_id": "x", "rating": "1"}), 415),
+        (h.post(chat, content=body, headers={"content-type": "application/json",
+                                             "host": "rebound.example:8000"}), 421),
+    ]
+    for resp, status in cases + browser:
         assert resp.status_code == status, resp.text
         assert resp.headers["x-request-id"]
         assert resp.json()["error"]["message"]
     assert h.get("/healthz").status_code == 200
     assert h.get("/readyz").status_code == 200
-    last = h.post(chat, json={"model": "base", "messages": msgs, "max_tokens": 2})
+    # the client is the socket's address: X-Forwarded-For is believed only from a proxy
+    # the endpoint names (gateway.trust_proxy_headers, off by default)
+    last = h.post(chat, json={"model": "base", "messages": msgs, "max_tokens": 2},
+                  headers={"x-forwarded-for": "203.0.113.7"})
     assert last.status_code == 200
     caps = {c[0].json()["error"]["message"] for c in cases[-5:]}
     assert caps == {"'n' is over this endpoint's cap of 4",
@@ -177,6 +190,7 @@ def test_bad_input_never_crashes_or_writes_broken_rows(start_gateway, project: P
     # every case but the 413 (whose body was never read) is logged, with its status
     assert sorted(rows["status"].tolist()) == sorted([400] * 13 + [404] * 2 + [200])
     assert rows["request_id"].is_unique and rows["ts"].notna().all()
+    assert set(rows["client"]) == {"127.0.0.1"}
 
 
 def test_engine_down_is_503_and_logged(project: Path) -> None:

@@ -15,6 +15,7 @@ from tests.conftest import free_port
 from tests.serving.conftest import GatewayProcess, read_rows, wait_rows, write_endpoint
 
 MSGS = [{"role": "user", "content": "Tell me a long story about gateways."}]
+OPS = {"Authorization": "Bearer k-ops"}  # the keys file's key with the metrics scope
 
 
 def _metric(text: str, prefix: str) -> float:
@@ -54,7 +55,8 @@ def test_per_key_limits_answer_429_with_retry_after(engine_url: str, project: Pa
         "  - {name: single, key: k-single, scopes: [invoke], max_concurrent: 1}\n"
         "  - {name: free, key: k-free, scopes: [invoke]}\n"
         "  - {name: careless, key: k-careless, scopes: [invoke], requests_per_minute: 3}\n"
-        "  - {name: prober, key: k-prober, scopes: [feedback], requests_per_minute: 2}\n")
+        "  - {name: prober, key: k-prober, scopes: [feedback], requests_per_minute: 2}\n"
+        "  - {name: ops, key: k-ops, scopes: [metrics]}\n")
     try:
         _check_limits(gw)
         _check_rejected_requests_count(gw)
@@ -80,7 +82,9 @@ def _check_rejected_requests_count(gw: GatewayProcess) -> None:
         probes = [h.post("/v1/feedback", json={"request_id": f"guess-{i}", "rating": 1},
                          headers=prober).status_code for i in range(3)]
         assert probes == [404, 404, 429]
-        metrics = h.get("/metrics").text
+        # /metrics names keys: it needs a key with the metrics scope
+        assert h.get("/metrics").status_code == 401
+        metrics = h.get("/metrics", headers=OPS).text
         # a last request, logged after all of the above (the log keeps its order)
         last = h.post("/v1/chat/completions", json=good, headers={"Authorization": "Bearer k-free"})
         assert last.status_code == 200
@@ -136,7 +140,7 @@ def _check_limits(gw: GatewayProcess) -> None:
         # the slot is free again once the stream ended
         assert h.post("/v1/chat/completions", json=body,
                       headers={"Authorization": "Bearer k-single"}).status_code == 200
-        metrics = h.get("/metrics").text
+        metrics = h.get("/metrics", headers=OPS).text
     assert _metric(metrics, 'llmops_rate_limited_total{key="metered"}') == 1
     assert _metric(metrics, 'llmops_rate_limited_total{key="single"}') == 1
     assert "rate limit: key metered refused" in gw.output()

@@ -124,8 +124,11 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     assert not any("rollout" in got for got in _ask_all_at(
         [ha, hb], ["warm-up-a", "warm-up-b"]))
 
+    # (the answers name their arm here, so the test can check the routing; by default a
+    # rollout's arms are hidden: test_a_rollouts_arms_are_hidden_and_its_alias_kept)
     spec = RolloutSpec(steps=[50, 100], min_rated=10, min_rated_per_step=10,
-                       guardrails=["error_rate"], min_requests=10, tuned_for=50)
+                       guardrails=["error_rate"], min_requests=10, tuned_for=50,
+                       reveal_arm=True)
     started = start_rollout("docs-qa", "staging", settings, spec)
     assert (started.production, started.candidate, started.share) == (str(v1), str(v2), 50)
     with pytest.raises(RolloutError, match="already has a running rollout"):
@@ -234,7 +237,8 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     # guardrail's min_requests new requests
     by_arm: dict[str, list[str]] = {"production": [], "candidate": []}
     for i in range(1000):
-        arm = assign_arm(second.rollout_id, f"user:user-{i}", second.share)
+        # the subject: the client (no keys here: the address), and the user it names
+        arm = assign_arm(second.rollout_id, f"addr:127.0.0.1/user:user-{i}", second.share)
         if len(by_arm[arm]) < spec.min_requests:
             by_arm[arm].append(f"user-{i}")
     asked = _ask_all(ha, by_arm["production"] + by_arm["candidate"])
@@ -255,7 +259,13 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     assert (project / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the CLI aborts a running rollout; its reason is kept
-    third = start_rollout("docs-qa", str(v1), settings, spec)
+    third = start_rollout("docs-qa", str(v1), settings,
+                          spec.model_copy(update={"reveal_arm": False}))
+    # by default a rollout's arms are hidden: an answer names the rollout, no arm or version
+    hidden = _until("the gateway routes by the third rollout", lambda: (
+        got := _ask(ha, "hidden-user")).get("rollout") == third.rollout_id and got, 20)
+    assert {k: v for k, v in hidden.items() if k not in ("status", "rid")} == {
+        "chain": "docs-qa", "rollout": third.rollout_id}
     out = run_cli("rollout", "abort", "docs-qa", "--reason", "release freeze", cwd=project)
     assert out.returncode == 0, out.stderr
     assert latest_for_chain(settings.lakehouse, "docs-qa").status == "aborted"

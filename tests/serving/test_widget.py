@@ -257,6 +257,20 @@ def test_embedded_in_another_origin(project: Path, served_chain, start_gateway, 
     models = h.get("/v1/models", headers={"Origin": origin, "Authorization": "Bearer k-widget"})
     assert "access-control-allow-origin" not in models.headers
 
+    # data-gateway is read as a URL, never pasted into markup: an attribute that tries to
+    # break out of it mounts nothing and runs nothing
+    (site / "hostile.html").write_text(
+        "<!doctype html><title>Hostile</title>\n"
+        f'<script src="{gw.url}/widget.js" data-gateway=\'x"><img src=x '
+        "onerror=\"window.injected=1\">' async></script>\n")
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(origin + "/hostile.html")
+    page.wait_for_function("() => document.readyState === 'complete'")
+    expect(page.locator(".llmops-widget")).to_have_count(0)
+    assert page.evaluate("window.injected") is None
+    assert any("data-gateway is not an http(s) URL" in e for e in errors), errors
+
     # The gateway's own page asks for the key itself, and shows the server's refusal.
     page.goto(gw.url + "/")
     key = page.get_by_label("API key")

@@ -7,7 +7,7 @@
  * data-api-key   a key with the invoke and feedback scopes, where the gateway requires keys
  * data-target    CSS selector of the element to mount in (default: right after the script tag)
  * data-user      recorded as the feedback's user
- * data-gateway   the gateway's origin, when it is not the script's own
+ * data-gateway   the gateway's origin (an absolute http(s) URL), when it is not the script's
  * The widget lives in a shadow root, so the page's styles and its own never mix.
  */
 (function () {
@@ -18,13 +18,22 @@
   // The gateway writes its own settings between these markers when it serves this file.
   var SERVER = /*defaults*/{"chain": "docs-qa", "authRequired": false}/*defaults*/;
   var opts = script.dataset;
-  var origin = (opts.gateway || new URL(script.src, location.href).origin).replace(/\/+$/, "");
+  // An origin and nothing else (scheme://host:port): data-gateway is parsed as a URL, never
+  // pasted into markup, so an attribute holding quotes or a path cannot inject anything.
+  var origin;
+  try {
+    var where = opts.gateway ? new URL(opts.gateway) : new URL(script.src, location.href);
+    if (where.protocol !== "https:" && where.protocol !== "http:") throw new Error(where.protocol);
+    origin = where.origin;
+  } catch (err) {
+    console.error("llmops widget: data-gateway is not an http(s) URL; the widget is not shown");
+    return;
+  }
   var chain = opts.chain || SERVER.chain;
   var keyStore = "llmops-widget-key:" + origin;
   var pageShortcuts = opts.shortcuts === "page";
 
   var TEMPLATE =
-    '<link rel="stylesheet" href="' + origin + '/widget.css">' +
     '<section class="widget" aria-labelledby="w-title">' +
     '  <h2 id="w-title">Ask the assistant <span class="chain"></span></h2>' +
     '  <div class="key" hidden>' +
@@ -101,7 +110,11 @@
     else if (script.parentNode && script.parentNode !== document.head) script.after(host);
     else document.body.appendChild(host);
     var root = host.attachShadow({mode: "open"});
-    root.innerHTML = TEMPLATE;
+    root.innerHTML = TEMPLATE;  // a constant: every value goes in through textContent
+    var style = document.createElement("link");
+    style.rel = "stylesheet";
+    style.href = origin + "/widget.css";
+    root.insertBefore(style, root.firstChild);
     new Widget(host, root);
   }
 

@@ -150,6 +150,10 @@ class GatewayConfig(BaseModel):
                                 "evidence (0: only 'llmops rollout evaluate' does).")
     log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
     log_batch_size: int = Field(512, ge=1, description="Rows per Delta commit at most.")
+    log_fsync: bool = Field(
+        False, description="Sync each logged row to disk before answering (survives a power "
+                           "loss, not only a killed gateway; see benchmarks/wal_fsync.py for "
+                           "its cost).")
     instance: str | None = Field(None, description="Write-ahead log name (default: the port).")
     widget_chain: str = Field(
         "docs-qa", min_length=1,

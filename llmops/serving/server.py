@@ -30,7 +30,8 @@ def gateway_wal(settings: Settings, config: EndpointConfig) -> WriteAheadLog:
     return WriteAheadLog(settings.state_dir / "wal" / instance, settings.lakehouse,
                          ["inference_log", "feedback"], instance,
                          flush_interval_s=config.gateway.log_flush_interval_s,
-                         batch_size=config.gateway.log_batch_size)
+                         batch_size=config.gateway.log_batch_size,
+                         fsync=config.gateway.log_fsync)
 
 
 def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,

@@ -24,6 +24,11 @@ replays anything and holds it until ``close`` (or its death: the kernel drops it
 second gateway given the same folder refuses to start instead of replaying, and deleting, the
 segments the first one is writing. A write the kernel cuts short (a full disk) fails the
 request that made it; the torn line ends its segment and is never committed.
+
+By default a row is in the kernel's page cache when the client is answered: a killed gateway
+loses nothing, a power loss or kernel crash can lose the last seconds. ``fsync=True``
+(``gateway.log_fsync``) syncs each row to disk first (``benchmarks/wal_fsync.py`` measures
+what that costs).
 """
 
 from __future__ import annotations
@@ -118,8 +123,10 @@ class WriteAheadLog:
     """
 
     def __init__(self, folder: Path, lakehouse: Path, tables: list[str], instance: str,
-                 flush_interval_s: float = 1.0, batch_size: int = 512) -> None:
+                 flush_interval_s: float = 1.0, batch_size: int = 512,
+                 fsync: bool = False) -> None:
         self.folder = Path(folder)
+        self.fsync = fsync  # each row on disk before the answer (survives a power loss)
         self.lakehouse = Path(lakehouse)
         self.tables = tables
         self.instance = instance
@@ -188,9 +195,16 @@ class WriteAheadLog:
         self._current[table] = path
         self._rows[path] = 0
         self._fds[table] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.fsync:  # the new file's name must survive a power loss too
+            folder = os.open(self.folder / table, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     def append(self, table: str, row: dict[str, Any]) -> None:
-        """Make ``row`` durable against a crash of this process (one ``write``)."""
+        """Make ``row`` durable against a crash of this process (one ``write``), and, with
+        ``fsync``, against a crash of the machine (``fdatasync`` before returning)."""
         data = _encode(row)
         with self._lock:
             if table not in self._fds:
@@ -208,6 +222,15 @@ class WriteAheadLog:
                 raise WalError(f"the write-ahead log wrote {written} of {len(data)} bytes of "
                                f"a {table} row in {self.folder} (is the disk full?): the "
                                "request is not logged")
+            if self.fsync:
+                try:
+                    os.fdatasync(self._fds[table])
+                except OSError as exc:
+                    os.close(self._fds.pop(table))
+                    self._closed.append(self._current.pop(table))
+                    raise WalError(f"the write-ahead log cannot sync a {table} row to disk in "
+                                   f"{self.folder} ({exc.strerror or exc}): the request is not "
+                                   "logged") from exc
             self._rows[self._current[table]] += 1
             self._pending += 1
             if self._pending >= self.batch_size:

@@ -369,3 +369,39 @@ def test_a_short_write_fails_its_request_and_is_never_committed(tmp_path: Path) 
     assert wal.start() == len(acked)
     wal.close()
     assert logged(tmp_path) == acked and wal.quarantined == 0
+
+
+def test_fsync_mode_syncs_each_row_and_a_failed_sync_fails_its_request(
+        tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import pytest
+
+    from llmops.serving.wal import WalError
+
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    wal = WriteAheadLog(tmp_path / "wal", tmp_path / "lakehouse", [TABLE, "feedback"], INSTANCE,
+                        flush_interval_s=3600, fsync=True)
+    wal.start()
+    for i in range(3):
+        wal.append(TABLE, row(f"row-{i}"))
+    assert len(synced) == 3  # one sync per row, before append returns
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(WalError, match="cannot sync a inference_log row to disk"):
+        wal.append(TABLE, row("row-unsynced"))
+    monkeypatch.setattr(os, "fdatasync", real)
+    wal.append(TABLE, row("row-3"))  # a new segment, synced again
+    wal.close()
+    # the rows acknowledged are committed; the one refused may be there too (its bytes were
+    # written, only their sync failed), never more than once
+    got = logged(tmp_path)
+    assert sorted(r for r in got if r != "row-unsynced") == ["row-0", "row-1", "row-2", "row-3"]
+    assert got.count("row-unsynced") <= 1
+    without = new_wal(tmp_path / "plain")
+    assert without.fsync is False

@@ -15,9 +15,11 @@ Errors are :class:`~llmops.errors.LlmopsError` unless the caller names a subclas
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +34,7 @@ from llmops.errors import LlmopsError
 __all__ = [
     "die_with_parent",
     "free_port",
+    "guard_descendants",
     "http_status",
     "log_tail",
     "start_process",
@@ -190,3 +193,60 @@ def stop_process_tree(proc: subprocess.Popen[bytes] | int, *, grace_s: float = 1
         return popen.wait(timeout=kill_wait_s)
     except subprocess.TimeoutExpired:
         return None
+
+
+def guard_descendants(interval_s: float = 0.5, grace_s: float = 5.0,
+                      report: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a watchdog that stops this process's descendants once this process is gone.
+
+    For a process that starts children it does not control and that may be killed with no
+    chance to stop them (a Ray worker running vLLM, whose EngineCore process would run on
+    after a ``kill -9``). The watchdog runs in a session of its own (so a kill of this
+    process's group spares it), notes this process's descendants every ``interval_s``, and
+    when this process has died, terminates those still running (SIGTERM, then SIGKILL after
+    ``grace_s``), then exits. A process it noted is recognised by its start time, so a pid
+    reused meanwhile is left alone. With ``report``, each look writes the pids it watches there
+    (one per line).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from llmops.processes import _guard; "
+         "_guard(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] or None)",
+         str(os.getpid()), str(interval_s), str(grace_s), str(report or "")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def _guard(pid: int, interval_s: float, grace_s: float, report: str | None = None) -> None:
+    """The loop of :func:`guard_descendants` (in the watchdog process)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the watched process's end stops it
+    me = os.getpid()
+    try:
+        watched = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    seen: dict[int, psutil.Process] = {}
+    while True:
+        try:
+            if not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE:
+                break
+            for child in watched.children(recursive=True):
+                if child.pid != me:
+                    seen.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            break
+        if report:
+            Path(report + ".tmp").write_text("".join(f"{p}\n" for p in seen))
+            os.replace(report + ".tmp", report)
+        time.sleep(interval_s)
+    alive = [p for p in seen.values() if p.is_running()]  # same pid and start time
+    for proc in alive:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, stubborn = psutil.wait_procs(alive, timeout=grace_s)
+    for proc in stubborn:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -103,3 +103,42 @@ def test_a_child_started_with_its_parent_dies_with_it(tmp_path: Path, with_paren
     finally:
         if child.is_running():
             child.kill()
+
+
+# a parent (a Ray worker's shape) that arms the guard, then starts a child of its own in a
+# session of its own (so that killing the parent's group does not reach it), and waits
+GUARDED = (
+    "import subprocess, sys, time\n"
+    "from pathlib import Path\n"
+    "from llmops.processes import guard_descendants\n"
+    "guard = guard_descendants(interval_s=0.1, grace_s=5, report=Path(sys.argv[1]))\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],\n"
+    "                         start_new_session=True)\n"
+    "print(child.pid, guard.pid, flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def test_a_guard_stops_what_a_killed_process_left_running(tmp_path: Path) -> None:
+    import subprocess
+
+    report = tmp_path / "watched"
+    parent = subprocess.Popen([sys.executable, "-c", GUARDED, str(report)],
+                              stdout=subprocess.PIPE, text=True)
+    child_pid, guard_pid = (int(x) for x in parent.stdout.readline().split())  # type: ignore[union-attr]
+    child, guard = psutil.Process(child_pid), psutil.Process(guard_pid)
+    try:
+        wait_until(lambda: report.is_file() and str(child_pid) in report.read_text().split(),
+                   timeout=20, what="the guard to watch the child")
+        parent.kill()  # no chance to stop its child
+        parent.wait(10)
+        wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+                   timeout=20, what="the guard to stop the orphaned child")
+        wait_until(lambda: not guard.is_running() or guard.status() == psutil.STATUS_ZOMBIE,
+                   timeout=20, what="the guard to exit")
+    finally:
+        for proc in (child, guard):
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass

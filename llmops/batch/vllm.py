@@ -18,7 +18,8 @@ from llmops.config import Settings
 from llmops.errors import BatchError, LlmopsError
 from llmops.registry import model_version
 
-__all__ = ["REQUEST_COLUMN", "engine_model", "engine_request", "load_deferred", "vllm_stages"]
+__all__ = ["REQUEST_COLUMN", "engine_model", "engine_request", "guard_worker", "load_deferred",
+           "vllm_stages"]
 
 #: the column that carries a row's request to the engine (dropped before the output)
 REQUEST_COLUMN = "_llm_request"
@@ -105,7 +106,11 @@ def vllm_stages(model: str, adapter: str | None, id_column: str, keep: list[str]
         light = {"num_cpus": 0.1, "concurrency": 1}
         config = vLLMEngineProcessorConfig(
             model_source=model, engine_kwargs=kwargs, batch_size=batch_size,
-            concurrency=engines, runtime_env={"env_vars": env},
+            concurrency=engines,
+            # each engine's actor starts a watchdog: vLLM's EngineCore, a process of the
+            # actor's own, must not outlive an actor killed with its job's driver
+            runtime_env={"env_vars": env,
+                         "worker_process_setup_hook": "llmops.batch.vllm.guard_worker"},
             placement_group_config=placement, should_continue_on_error=True,
             # its metrics need ray[serve], which the batch extra does not install
             log_engine_metrics=False,
@@ -163,3 +168,11 @@ def _finish(columns: list[str]) -> Any:
         return out
 
     return finish
+
+
+def guard_worker() -> None:
+    """Ray's setup hook for the engine actors' workers: stop the worker's descendants (vLLM's
+    EngineCore) once the worker is gone, however it went (``llmops.processes``)."""
+    from llmops.processes import guard_descendants
+
+    guard_descendants()

@@ -66,13 +66,19 @@ class DemoProfile:
     # True: the canary's users ask only the questions corrected at step 7 (production answers
     # them without the fact, so the verdict comes on fewer users); False: all of step 7's
     canary_corrected_only: bool = False
+    # exact_match's tolerance at the gates (None: evals/gate.yaml's). On the quick profile's
+    # 12 feedback rows one answer is 0.083 of the score, so gate.yaml's 0.05 asks the adapter
+    # to reproduce every answer users rated good word for word; 0.1 lets one of them change
+    # its wording (measured: a two-epoch adapter kept 1 of 2 such answers in some runs).
+    exact_match_tolerance: float | None = None
 
 
 PROFILES = {
     "full": DemoProfile("full"),
     "quick": DemoProfile("quick", golden=12, epochs=2, learning_rate=4e-3,
                          score_training_rows=False, gate_latency=False,
-                         canary=QUICK_CANARY_SPEC, canary_corrected_only=True),
+                         canary=QUICK_CANARY_SPEC, canary_corrected_only=True,
+                         exact_match_tolerance=0.1),
 }
 
 
@@ -383,6 +389,10 @@ def _profile_gate_config(settings: Settings, config: Any, profile: DemoProfile) 
     if not profile.gate_latency:
         config = config.model_copy(update={"metrics": {
             k: v for k, v in config.metrics.items() if k != "latency_ms"}})
+    if profile.exact_match_tolerance is not None and "exact_match" in config.metrics:
+        rule = config.metrics["exact_match"].model_copy(
+            update={"tolerance": profile.exact_match_tolerance})
+        config = config.model_copy(update={"metrics": {**config.metrics, "exact_match": rule}})
     golden = "evals/golden.jsonl"
     if profile.golden is None or golden not in config.datasets:
         return config

@@ -35,7 +35,7 @@ from llmops.serving.schema import SCOPES, KeysFile, parse_scopes
 from llmops.yamlfile import load_yaml_model
 
 __all__ = ["SCOPES", "ApiKey", "HostCheck", "KeyRing", "allowed_hosts", "auth_middleware",
-           "check_exposure", "load_keys", "require"]
+           "check_exposure", "load_keys", "require", "widget_only"]
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -224,11 +224,18 @@ def auth_middleware(keys: KeyRing) -> Middleware:
     return Middleware(AuthenticationMiddleware, backend=KeyBackend(keys), on_error=_auth_error)
 
 
-def require(request: Request, scope: str) -> ApiKey | None:
-    """The caller's key (None where keys are not required); 401 without one, 403 without scope."""
+def require(request: Request, scope: str | tuple[str, ...]) -> ApiKey | None:
+    """The caller's key (None where keys are not required); 401 without one, 403 without the
+    scope (or any of the scopes given)."""
+    scopes = (scope,) if isinstance(scope, str) else scope
     if not request.user.is_authenticated:
         raise HTTPError(401, "a valid API key is required (Authorization: Bearer KEY)",
                         "authentication_error")
-    if not has_required_scope(request, [scope]):
-        raise HTTPError(403, f"this API key lacks the '{scope}' scope", "permission_error")
+    if not any(has_required_scope(request, [s]) for s in scopes):
+        raise HTTPError(403, f"this API key lacks the '{scopes[0]}' scope", "permission_error")
     return request.user.key
+
+
+def widget_only(key: ApiKey | None) -> bool:
+    """A key that may only ask chains and rate its own session's answers (scope ``widget``)."""
+    return key is not None and "widget" in key.scopes and not key.scopes & {"invoke", "admin"}

@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 from llmops.errors import LlmopsError
 from llmops.serving.admin import ensure_adapter
-from llmops.serving.auth import ApiKey
+from llmops.serving.auth import ApiKey, widget_only
 from llmops.serving.errors import HTTPError
 from llmops.serving.rollouts import Routed
+from llmops.serving.sessions import SESSION_HEADER
 from llmops.serving.state import GatewayState
 
 __all__ = ["chain_routes", "redact_uris"]
@@ -89,10 +90,25 @@ def chain_routes(gw: GatewayState) -> list[Route]:
         question, user, slot = "", None, False
         routed: Routed | None = None
         in_rollout: dict[str, str] = {}
+        session: dict[str, str] = {}  # the widget session's header, for a widget key
         try:
-            key, slot = gw.admit(request, "invoke", endpoint)
+            key, slot = gw.admit(request, ("invoke", "widget"), endpoint)
             payload, _ = await gw.read_json(request)
             question, alias, user = _check(payload, gw)
+            if widget_only(key):
+                if "alias" in payload:
+                    raise HTTPError(403, "a widget key asks a chain at its default alias only",
+                                    "permission_error")
+                # the visitor is the session the gateway signed, whatever the page says
+                token = request.headers.get(SESSION_HEADER)
+                sid = gw.sessions.verify(token)
+                if sid is None:
+                    sid, token = gw.sessions.issue()
+                session = {SESSION_HEADER: str(token)}
+                user = f"session:{sid}"
+            elif user is not None and user.startswith("session:"):
+                raise HTTPError(400, "'user' values starting with 'session:' name the gateway's "
+                                     "widget sessions: choose another")
             if gw.chains is None:
                 raise HTTPError(404, "this gateway serves no chains")
             if (alias != gw.cfg.default_chain_alias and gw.rollouts is not None
@@ -165,6 +181,6 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             versions = {"chain": served.name, "rollout": routed.rollout_id}
         return JSONResponse({"request_id": rid, "answer": answer.get("answer", ""),
                              "sources": answer.get("sources", []), "versions": versions},
-                            headers={"X-Request-Id": rid})
+                            headers={"X-Request-Id": rid, **session})
 
     return [Route("/v1/chains/{name}/invoke", invoke, methods=["POST"])]

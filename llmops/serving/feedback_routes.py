@@ -1,7 +1,8 @@
 """``POST /v1/feedback``: a rating, score, correction or comment on an answered request.
 
 Feedback is taken only from the client that made the request (its key; its address on a
-gateway without keys), or from an admin key.
+gateway without keys; a widget key's session: ``llmops.serving.sessions``), or from an admin
+key.
 
 The request id is looked up off the event loop, a few lookups at a time, so that
 a burst of feedback for unknown ids never stalls the streams the gateway relays.
@@ -20,8 +21,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmops.feedback.records import feedback_record_problem
+from llmops.serving.auth import widget_only
 from llmops.serving.errors import HTTPError
+from llmops.serving.request_index import owner_of
 from llmops.serving.schema import FeedbackRequest
+from llmops.serving.sessions import SESSION_HEADER
 from llmops.serving.state import GatewayState
 from llmops.serving.wal import utcnow
 
@@ -55,7 +59,7 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
         key, slot = None, False
         try:
             # the key's limits first: a flood of unknown ids is refused before any lookup
-            key, slot = gw.admit(request, "feedback", "/v1/feedback")
+            key, slot = gw.admit(request, ("feedback", "widget"), "/v1/feedback")
             payload, _ = await gw.read_json(request)
             record = _validate(payload)
             target, rating, score = record.request_id, record.rating, record.score
@@ -63,6 +67,9 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
             if made_by is None:
                 raise HTTPError(404, f"request '{target}' is unknown", "request_not_found")
             caller = key.name if key else (request.client.host if request.client else "")
+            if widget_only(key):  # a page's visitor: the answers of its own session only
+                sid = gw.sessions.verify(request.headers.get(SESSION_HEADER))
+                caller = owner_of(caller, f"session:{sid}") if sid else ""
             if made_by != caller and not (key is not None and "admin" in key.scopes):
                 # one's own answers only: no key can rate (or steer a rollout with) another's
                 raise HTTPError(403, f"feedback on request '{target}' is accepted only from the "

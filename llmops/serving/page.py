@@ -75,8 +75,9 @@ class WidgetCORS:
         self.app = app
         self.cors = CORSMiddleware(
             app, allow_origins=origins, allow_methods=["POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Request-Id"],
-            expose_headers=["X-Request-Id"], max_age=600)
+            allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Request-Id",
+                           "X-Llmops-Session"],
+            expose_headers=["X-Request-Id", "X-Llmops-Session"], max_age=600)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _CORS_PATHS.match(scope["path"]):

@@ -12,7 +12,16 @@ from typing import Any
 
 from llmops.lakehouse import table_path
 
-__all__ = ["RequestIndex"]
+__all__ = ["RequestIndex", "owner_of"]
+
+
+def owner_of(client: str | None, end_user: str | None) -> str:
+    """Who may give feedback on a request: its client (key name, or address without keys),
+    and for a widget key's request its session too (its end user is ``session:<id>``)."""
+    client = client or ""
+    if isinstance(end_user, str) and end_user.startswith("session:"):
+        return f"{client}#{end_user}"
+    return client
 
 
 class RequestIndex:
@@ -21,8 +30,8 @@ class RequestIndex:
     The ids this process logged most recently are held in memory (at most
     ``memory_limit``, oldest forgotten first); any other id (answered by another
     gateway, or before a restart) is looked up in the table, reading only the
-    ``request_id`` and ``client`` columns of the last ``window_days`` (files outside the window are
-    skipped on their statistics). An id not found is remembered as unknown for
+    ``request_id``, ``client`` and ``end_user`` columns of the last ``window_days`` (files
+    outside the window are skipped on their statistics). An id not found is remembered as unknown for
     ``negative_ttl_s``, so that a burst of made-up ids costs one read each at most.
     """
 
@@ -95,7 +104,7 @@ class RequestIndex:
             self.table_reads += 1
         since = datetime.now(timezone.utc) - timedelta(days=self.window_days)
         where = (pc.field("ts") >= since) & (pc.field("request_id") == request_id)
-        found = dataset.to_table(columns=["client"], filter=where)
+        found = dataset.to_table(columns=["client", "end_user"], filter=where)
         if found.num_rows == 0:
             return None
-        return found.column("client")[0].as_py() or ""
+        return owner_of(found.column("client")[0].as_py(), found.column("end_user")[0].as_py())

@@ -30,8 +30,10 @@ __all__ = ["SCOPES", "ContentPart", "FeedbackRequest", "GenerationModels", "KeyE
            "Message", "ROLES", "StreamOptions", "generation_models", "openapi_schemas", "parse_scopes"]
 
 # invoke: the OpenAI routes and chains; feedback: rate one's own answers; metrics: /metrics
-# (it names keys, chains and adapters); admin: adapters, any alias, and all of the others
-SCOPES = frozenset({"invoke", "feedback", "metrics", "admin"})
+# (it names keys, chains and adapters); widget: chains at their default alias and feedback on
+# its own session's answers only (a key a public page may hold); admin: adapters, any alias,
+# and all of the others
+SCOPES = frozenset({"invoke", "feedback", "metrics", "widget", "admin"})
 
 
 class ContentPart(BaseModel):

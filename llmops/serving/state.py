@@ -24,8 +24,9 @@ from llmops.serving.config import EndpointConfig
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
-from llmops.serving.request_index import RequestIndex
+from llmops.serving.request_index import RequestIndex, owner_of
 from llmops.serving.rollouts import RolloutRouter
+from llmops.serving.sessions import Sessions
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog, utcnow
 
@@ -56,6 +57,7 @@ class GatewayState:
         self.engine_alive = engine_alive
         self.rollouts = rollouts  # running rollouts of the chains (None: chains not served)
         self.metrics = GatewayMetrics()
+        self.sessions = Sessions()  # widget sessions (llmops.serving.sessions)
         self.served_chains: set[str] = set()  # names answered at least once: metric labels
 
     @staticmethod
@@ -107,7 +109,8 @@ class GatewayState:
         return inference_row(request_id, endpoint, client=client,
                              client_request_id=self.client_request_id(http), **fields)
 
-    def admit(self, request: Request, scope: str, endpoint: str) -> tuple[ApiKey | None, bool]:
+    def admit(self, request: Request, scope: str | tuple[str, ...],
+              endpoint: str) -> tuple[ApiKey | None, bool]:
         """The caller's key, checked for ``scope``, then counted against its limits.
 
         Every route calls this first, before it reads or checks the body: a key's refused
@@ -132,7 +135,7 @@ class GatewayState:
         """Make ``row`` durable (write-ahead log), remember its id and count it."""
         full = {"env": self.env, "ts": utcnow(), **row}
         self.wal.append("inference_log", full)
-        self.requests.add(row["request_id"], row.get("client") or "")
+        self.requests.add(row["request_id"], owner_of(row.get("client"), row.get("end_user")))
         self.metrics.observe(full, self.metric_labels(full))
 
     def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,

@@ -225,8 +225,8 @@ def other_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_embedded_in_another_origin(project: Path, served_chain, start_gateway, other_origin,
                                     page: sync_api.Page) -> None:
     origin, site = other_origin
-    gw = start_gateway(env={"LLMOPS_API_KEYS": "k-widget=invoke,feedback"},
-                       cors_origins=[origin])
+    # a widget key: safe in the partner's public HTML (chains, and its visitors' own answers)
+    gw = start_gateway(env={"LLMOPS_API_KEYS": "k-widget=widget"}, cors_origins=[origin])
     (site / "help.html").write_text(
         "<!doctype html><title>Partner app</title><h1>Partner app</h1>\n"
         f'<script src="{gw.url}/widget.js" data-chain="docs-qa" data-api-key="k-widget" '
@@ -256,6 +256,36 @@ def test_embedded_in_another_origin(project: Path, served_chain, start_gateway, 
                      headers={"Origin": "http://elsewhere.example", **preflight}).status_code == 400
     models = h.get("/v1/models", headers={"Origin": origin, "Authorization": "Bearer k-widget"})
     assert "access-control-allow-origin" not in models.headers
+
+    # What anyone can do with the page's key: ask the chain, and rate the answers of the
+    # session the gateway signed for them, nothing else
+    wk = {"Authorization": "Bearer k-widget"}
+    assert models.status_code == 403
+    assert h.post("/v1/chat/completions", headers=wk, json={
+        "model": "base", "messages": [{"role": "user", "content": "hi"}]}).status_code == 403
+    assert h.post("/v1/chains/docs-qa/invoke", headers=wk,
+                  json={"question": QUESTION, "alias": "staging"}).status_code == 403
+    visitor = h.post("/v1/chains/docs-qa/invoke", headers=wk,
+                     json={"question": QUESTION, "user": "someone-else"})
+    assert visitor.status_code == 200, visitor.text
+    token, rid = visitor.headers["x-llmops-session"], visitor.json()["request_id"]
+    forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+    for headers in (wk, {**wk, "X-Llmops-Session": forged}):
+        refused = h.post("/v1/feedback", headers=headers, json={"request_id": rid, "rating": -1})
+        assert refused.status_code == 403, refused.text
+    # nor the browser's answer, from this session
+    assert h.post("/v1/feedback", headers={**wk, "X-Llmops-Session": token},
+                  json={"request_id": answer["request_id"], "rating": -1}).status_code == 403
+    assert h.post("/v1/feedback", headers={**wk, "X-Llmops-Session": token},
+                  json={"request_id": rid, "rating": -1}).status_code == 200
+    # the log names the session, not what the page claimed
+    from llmops.processes import wait_until
+    from tests.serving.conftest import read_rows
+
+    logged = wait_until(lambda: (lambda rows: rows[rows["request_id"] == rid])(
+        read_rows(project, "inference_log")).to_dict("records"), timeout=30,
+        what="the visitor's row")
+    assert logged[0]["end_user"] == f"session:{token.split('.')[0]}"
 
     # data-gateway is read as a URL, never pasted into markup: an attribute that tries to
     # break out of it mounts nothing and runs nothing

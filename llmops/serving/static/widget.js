@@ -4,7 +4,8 @@
  * One script tag mounts it on any page; it calls the gateway it was loaded from:
  *   <script src="https://GATEWAY/widget.js" data-chain="docs-qa" data-api-key="KEY" async></script>
  * data-chain     the chain to ask (default: the gateway's gateway.widget_chain)
- * data-api-key   a key with the invoke and feedback scopes, where the gateway requires keys
+ * data-api-key   a key with the widget scope (chains, and feedback on this visitor's own
+ *                answers: safe in a public page), where the gateway requires keys
  * data-target    CSS selector of the element to mount in (default: right after the script tag)
  * data-user      recorded as the feedback's user
  * data-gateway   the gateway's origin (an absolute http(s) URL), when it is not the script's
@@ -39,7 +40,7 @@
     '  <div class="key" hidden>' +
     '    <label for="w-key">API key</label>' +
     '    <input id="w-key" type="password" autocomplete="off" spellcheck="false">' +
-    '    <p class="hint">This gateway requires a key (scopes invoke and feedback). It is kept' +
+    '    <p class="hint">This gateway requires a key (scope widget, or invoke and feedback). It is kept' +
     '      in this browser tab only.</p>' +
     '  </div>' +
     '  <form class="ask">' +
@@ -146,15 +147,22 @@
       if (node.getAttribute("role") === "alert") node.hidden = !message;
     }
 
+    // a widget key's session, signed by the gateway: the visitor's answers are its own
+    var sessionStore = "llmops-widget-session:" + origin;
+
     function post(path, body) {
       var headers = {"Content-Type": "application/json"};
       var key = el.key.value.trim();
       if (key) headers.Authorization = "Bearer " + key;
+      var session = sessionStorage.getItem(sessionStore);
+      if (session) headers["X-Llmops-Session"] = session;
       return fetch(origin + path, {
         method: "POST", headers: headers, body: JSON.stringify(body), credentials: "omit"
       }).catch(function () {
         throw new Error("the assistant at " + origin + " cannot be reached (network error)");
       }).then(function (resp) {
+        var given = resp.headers.get("X-Llmops-Session");
+        if (given) sessionStorage.setItem(sessionStore, given);
         return resp.json().catch(function () { return null; }).then(function (data) {
           if (resp.ok) return data;
           var message = (data && data.error && data.error.message) || "HTTP " + resp.status;

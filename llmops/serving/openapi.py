@@ -26,8 +26,10 @@ _ERRORS = {
     401: "No API key, or an unknown one",
     403: "The API key lacks the scope this route needs",
     404: "The model, chain, request or adapter does not exist",
+    408: "The body did not arrive within gateway.body_timeout_s",
     409: "This gateway serves no adapters",
     413: "The body is over max_body_bytes",
+    415: "The body is not sent as application/json",
     429: "The key's limit (concurrent requests or requests per minute) is reached",
     502: "The engine refused the adapter",
     503: "The engine (or the chain) is unavailable",
@@ -53,7 +55,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
     """The OpenAPI 3.0 document of a gateway with settings ``cfg``."""
-    invoke_errors = {str(s): _error(s) for s in (400, 401, 403, 404, 413, 429, 503)}
+    invoke_errors = {str(s): _error(s) for s in (400, 401, 403, 404, 408, 413, 415, 429, 503)}
     # the request bodies the gateway validates, from its schema models: the routes' bodies
     # inline (a reader sees the caps where the route is), what they refer to in components
     schemas = openapi_schemas(cfg)
@@ -117,7 +119,7 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
             "The engine's model list", {"type": "object", "required": ["data"], "properties": {
                 "object": {"type": "string"}, "data": {"type": "array", "items": {
                     "type": "object", "properties": {"id": {"type": "string"}}}}}}),
-            {str(s): _error(s) for s in (401, 403, 503)}),
+            {str(s): _error(s) for s in (401, 403, 429, 503)}),
         "/v1/chains/{name}/invoke": {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string", "minLength": 1}}],
@@ -135,29 +137,31 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
                 "type": "object", "required": ["feedback_id", "request_id"],
                 "properties": {"feedback_id": {"type": "string"},
                                "request_id": {"type": "string"}}}),
-            {str(s): _error(s) for s in (400, 401, 403, 404, 413)}),
+            {str(s): _error(s) for s in (400, 401, 403, 404, 408, 413, 415, 429)}),
         "/admin/adapters/load": post("Load a registered LoRA adapter into the engine", admin_load,
                                      _ok("The adapter is loaded", {
                                          "type": "object", "required": ["loaded"],
                                          "properties": {"loaded": {"type": "object"}}}),
                                      {str(s): _error(s)
-                                      for s in (400, 401, 403, 404, 409, 413, 502, 503)}),
+                                      for s in (400, 401, 403, 404, 408, 409, 413, 415, 429,
+                                                502, 503)}),
         "/admin/adapters/unload": post("Unload a loaded adapter", admin_unload, _ok(
             "The adapter is unloaded", {"type": "object", "required": ["unloaded"],
                                         "properties": {"unloaded": {"type": "string"}}}),
-            {str(s): _error(s) for s in (400, 401, 403, 404, 413, 502)}),
+            {str(s): _error(s) for s in (400, 401, 403, 404, 408, 413, 415, 429, 502)}),
         "/v1/rollouts/{name}/analysis": {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string", "minLength": 1}}],
             **get("The chain's latest rollout, for an Argo Rollouts or Flagger metric", _ok(
-                "phase: successful (promoted), failed (rolled back, aborted, inconclusive) or "
-                "running", {
+                "phase: successful (promoted), failed (rolled back, aborted, inconclusive), "
+                "paused (awaiting approval) or running", {
                     "type": "object", "required": ["phase", "rollout_id", "status"],
                     "properties": {"phase": {"type": "string",
-                                             "enum": ["running", "successful", "failed"]},
+                                             "enum": ["running", "paused", "successful",
+                                                      "failed"]},
                                    "rollout_id": {"type": "string"},
                                    "status": {"type": "string"}}}),
-                {str(s): _error(s) for s in (401, 403, 404)})},
+                {str(s): _error(s) for s in (401, 403, 404, 429)})},
         "/healthz": get("The process answers", _ok("Alive", {
             "type": "object", "required": ["status"],
             "properties": {"status": {"type": "string", "enum": ["ok"]}}}), security=public),
@@ -166,7 +170,8 @@ def build_openapi(cfg: GatewayConfig) -> dict[str, Any]:
                                 "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Ready"}}}}},
                        security=public),
-        "/metrics": get("Prometheus metrics", _text("Metrics", "text/plain"), security=public),
+        "/metrics": get("Prometheus metrics (a key with the metrics scope)",
+                        _text("Metrics", "text/plain"), {str(s): _error(s) for s in (401, 403)}),
         "/openapi.json": get("This document", _ok("OpenAPI 3.0", {"type": "object"}),
                              security=public),
         "/": get("The feedback page", _text("The page", "text/html"), security=public),

@@ -45,6 +45,7 @@ class ChainServer:
         self.alias_refresh_s = alias_refresh_s
         self.alias_stale_s = alias_stale_s
         self._aliases: dict[str, tuple[float, tuple[str, str]]] = {}  # ref -> (when, key)
+        self._failed: dict[str, float] = {}  # ref -> when the registry last failed to answer
         self.api_key_env = api_key_env  # where the chat models find the engine's key
         self.engine_url = engine_url
         self.served_model = served_model
@@ -61,13 +62,19 @@ class ChainServer:
         with self._lock:
             hit = self._aliases.get(ref)
             cached = self._cache.get(hit[1]) if hit else None
-        if hit and cached is not None and now - hit[0] < self.alias_refresh_s:
+        if hit and cached is not None and (
+                now - hit[0] < self.alias_refresh_s
+                # the registry failed a moment ago: ask it again after alias_refresh_s, not on
+                # every call (each would wait for its timeout)
+                or (now - self._failed.get(ref, -1e18) < self.alias_refresh_s
+                    and now - hit[0] < self.alias_stale_s)):
             return cached
         try:
             served = self._load(ref)
         except (ModelNotFoundError, BadReferenceError):
             raise
         except Exception as exc:
+            self._failed[ref] = now
             if hit and cached is not None and now - hit[0] < self.alias_stale_s:
                 log.warning("chains: the registry cannot be reached (%s): %s stays version %s "
                             "(read %.0f s ago)", exc.__class__.__name__, ref, cached.version,

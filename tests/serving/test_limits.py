@@ -351,3 +351,25 @@ def test_feedback_text_is_capped() -> None:
         f"the correction is over its cap of {CAPS['correction']} characters")
     assert feedback_problem(None, None, comment="y" * (CAPS["comment"] + 1)) == (
         f"the comment is over its cap of {CAPS['comment']} characters")
+
+
+def test_a_body_that_never_arrives_is_answered_408(start_gateway) -> None:
+    """A client that sends its headers and then its body byte by byte (or never) holds a
+    connection only until gateway.body_timeout_s (slowloris)."""
+    import socket
+
+    gw = start_gateway(body_timeout_s=1)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within 1 s" in answer or b"408" in answer
+    assert waited < 20  # the deadline, not the test's socket timeout, ended it

@@ -1,0 +1,93 @@
+"""Connections a client holds: a stream whose client stops reading is dropped after
+``gateway.send_timeout_s`` (and logged as 499), and ``/readyz``, which needs no key, asks the
+engine at most once per ``gateway.readiness_cache_s``.
+
+The engine here is a stand-in served from this test (an HTTP server in a thread), not vLLM:
+what is under test is the gateway's side of its connections. It counts the readiness checks
+it is asked, and streams 64 MB of events at once, far more than the sockets' buffers hold,
+so that a client that never reads stalls the gateway's writes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from llmops.processes import wait_until
+from tests.conftest import free_port
+from tests.serving.conftest import GatewayProcess, read_rows, write_endpoint
+
+EVENT = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "x" * 200}}]}
+                               ).encode() + b"\n\n"
+
+
+class _Engine(BaseHTTPRequestHandler):
+    models_asked = 0
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).models_asked += 1
+        data = json.dumps({"object": "list", "data": [{"id": "base", "root": "base"}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        try:
+            for _ in range(64 * 1024 * 1024 // len(EVENT)):
+                self.wfile.write(EVENT)
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway let go of the stream
+
+
+def test_a_stalled_stream_is_dropped_and_readiness_is_cached(project: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
+                   send_timeout_s=1, readiness_cache_s=30)
+    gw = GatewayProcess(project, port).wait_ready()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=30) as h:
+            before = _Engine.models_asked
+            assert all(h.get("/readyz").status_code == 200 for _ in range(20))
+            assert _Engine.models_asked - before <= 1  # 20 checks, one question to the engine
+
+        body = json.dumps({"model": "base", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            # never read: the gateway's writes stall, and past send_timeout_s it lets go
+            started = time.monotonic()
+            wait_until(lambda: "took nothing for 1 s: dropped" in gw.output(), timeout=60,
+                       what="the gateway to drop the stalled stream")
+            assert time.monotonic() - started < 60
+        rows = wait_until(lambda: (lambda r: r[r["status"] == 499])(
+            read_rows(project, "inference_log")).to_dict("records"), timeout=30,
+            what="the dropped stream's row")
+        assert rows[0]["endpoint"] == "/v1/chat/completions"
+        with httpx.Client(base_url=gw.url, timeout=30) as h:
+            assert h.get("/healthz").status_code == 200  # the gateway serves on
+    finally:
+        gw.stop()
+        server.shutdown()

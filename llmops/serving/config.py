@@ -120,6 +120,9 @@ class GatewayConfig(BaseModel):
     limit_concurrency: int = Field(
         1024, ge=1, description="Connections and requests the server takes at once; beyond, "
                                 "503 at once (uvicorn's limit_concurrency).")
+    header_timeout_s: float = Field(
+        10, gt=0, description="Longest time a request's headers may take to arrive, from their "
+                              "first byte (then the connection is closed).")
     body_timeout_s: float = Field(
         30, gt=0, description="Longest wait for a request's body to arrive (then 408).")
     send_timeout_s: float = Field(

@@ -17,6 +17,7 @@ from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig, EngineConfig, load_endpoint_config
 from llmops.serving.engine import Engine, resolve_engine_model
 from llmops.serving.gateway import Gateway
+from llmops.serving.http_protocol import with_header_deadline
 from llmops.serving.request_index import RequestIndex
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.wal import WriteAheadLog
@@ -189,6 +190,7 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
         gateway.app, host=gw.host, port=gw.port, log_level="warning", access_log=False,
         lifespan="on", timeout_keep_alive=gw.keepalive_s,
         limit_concurrency=gw.limit_concurrency, timeout_graceful_shutdown=gw.shutdown_timeout_s,
+        http=with_header_deadline(gw.header_timeout_s),
         # the client's address is the socket's unless a configured proxy says otherwise
         proxy_headers=gw.trust_proxy_headers, forwarded_allow_ips=gw.forwarded_allow_ips))
     echo(f"gateway on http://{config.gateway.host}:{config.gateway.port} (env {settings.env})")

@@ -1,4 +1,5 @@
-"""Connections a client holds: a stream whose client stops reading is dropped after
+"""Connections a client holds: headers that never finish arriving close the connection after
+``gateway.header_timeout_s``, a stream whose client stops reading is dropped after
 ``gateway.send_timeout_s`` (and logged as 499), and ``/readyz``, which needs no key, asks the
 engine at most once per ``gateway.readiness_cache_s``.
 
@@ -56,18 +57,26 @@ class _Engine(BaseHTTPRequestHandler):
             pass  # the gateway let go of the stream
 
 
-def test_a_stalled_stream_is_dropped_and_readiness_is_cached(project: Path) -> None:
+def test_slow_headers_and_a_stalled_stream_are_dropped_and_readiness_is_cached(project: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = free_port()
     write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
-                   send_timeout_s=1, readiness_cache_s=30)
+                   send_timeout_s=1, readiness_cache_s=30, header_timeout_s=1)
     gw = GatewayProcess(project, port).wait_ready()
     try:
         with httpx.Client(base_url=gw.url, timeout=30) as h:
             before = _Engine.models_asked
             assert all(h.get("/readyz").status_code == 200 for _ in range(20))
             assert _Engine.models_asked - before <= 1  # 20 checks, one question to the engine
+
+        # headers sent a byte at a time and never finished (slowloris): closed at the deadline
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
+            started = time.monotonic()
+            assert sock.recv(4096) == b""  # the gateway closed it, answering nothing
+            assert time.monotonic() - started < 20  # at its deadline, not the socket's timeout
+        assert "no whole request headers within 1 s" in gw.output()
 
         body = json.dumps({"model": "base", "stream": True,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()

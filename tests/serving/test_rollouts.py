@@ -75,12 +75,12 @@ def routing_gateway(project: Path, engine_url: str, tmp_path: Path):
     serving/endpoint.yaml) is still reading its own."""
     started: list[GatewayProcess] = []
 
-    def start() -> GatewayProcess:
+    def start(env: dict[str, str] | None = None) -> GatewayProcess:
         port = free_port()
         folder = tmp_path / f"routing-{port}"
         folder.mkdir()
         write_endpoint(folder, engine_url, port, rollout_refresh_s=0.5, rollout_evaluate_s=0)
-        gw = GatewayProcess(project, port,
+        gw = GatewayProcess(project, port, env,
                             args=("--config", str(folder / "serving" / "endpoint.yaml")))
         started.append(gw)
         return gw
@@ -266,6 +266,16 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
         got := _ask(ha, "hidden-user")).get("rollout") == third.rollout_id and got, 20)
     assert {k: v for k, v in hidden.items() if k not in ("status", "rid")} == {
         "chain": "docs-qa", "rollout": third.rollout_id}
+    # while it runs, only an admin key may step out of the split by naming an alias
+    keyed = routing_gateway(env={"LLMOPS_API_KEYS": "k-app=invoke,feedback;k-adm=admin"})
+    with httpx.Client(base_url=keyed.wait_ready().url, timeout=120) as hk:
+        ask = {"question": "What is a rollout?", "alias": "staging"}
+        app = hk.post("/v1/chains/docs-qa/invoke", json=ask,
+                      headers={"Authorization": "Bearer k-app"})
+        assert app.status_code == 403 and "is in a rollout" in app.json()["error"]["message"]
+        assert hk.post("/v1/chains/docs-qa/invoke", json=ask,
+                       headers={"Authorization": "Bearer k-adm"}).status_code == 200
+    keyed.stop()
     out = run_cli("rollout", "abort", "docs-qa", "--reason", "release freeze", cwd=project)
     assert out.returncode == 0, out.stderr
     assert latest_for_chain(settings.lakehouse, "docs-qa").status == "aborted"

@@ -1,7 +1,8 @@
 """Connections a client holds: headers that never finish arriving close the connection after
 ``gateway.header_timeout_s``, a stream whose client stops reading is dropped after
-``gateway.send_timeout_s`` (and logged as 499), and ``/readyz``, which needs no key, asks the
-engine at most once per ``gateway.readiness_cache_s``.
+``gateway.send_timeout_s`` (and logged as 499), connections past ``gateway.limit_concurrency``
+are answered 503, and ``/readyz``, which needs no key, asks the engine at most once per
+``gateway.readiness_cache_s``.
 
 The engine here is a stand-in served from this test (an HTTP server in a thread), not vLLM:
 what is under test is the gateway's side of its connections. It counts the readiness checks
@@ -30,6 +31,7 @@ EVENT = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "x
 
 class _Engine(BaseHTTPRequestHandler):
     models_asked = 0
+    posts = 0
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -44,6 +46,7 @@ class _Engine(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802
+        type(self).posts += 1
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -57,12 +60,13 @@ class _Engine(BaseHTTPRequestHandler):
             pass  # the gateway let go of the stream
 
 
-def test_slow_headers_and_a_stalled_stream_are_dropped_and_readiness_is_cached(project: Path) -> None:
+def test_slow_clients_are_dropped_connections_capped_and_readiness_cached(project: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = free_port()
     write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
-                   send_timeout_s=1, readiness_cache_s=30, header_timeout_s=1)
+                   send_timeout_s=3, readiness_cache_s=30, header_timeout_s=1,
+                   limit_concurrency=3)
     gw = GatewayProcess(project, port).wait_ready()
     try:
         with httpx.Client(base_url=gw.url, timeout=30) as h:
@@ -80,21 +84,33 @@ def test_slow_headers_and_a_stalled_stream_are_dropped_and_readiness_is_cached(p
 
         body = json.dumps({"model": "base", "stream": True,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            # never read: the gateway's writes stall, and past send_timeout_s it lets go
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\n"
+                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        stalled = [socket.socket() for _ in range(2)]
+        try:
+            posted = _Engine.posts
+            for sock in stalled:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(request)  # and never read: the gateway's writes stall
+            wait_until(lambda: _Engine.posts - posted == 2, timeout=30,
+                       what="both streams to reach the engine")
+            # two streams held, and this third connection: limit_concurrency (3) is reached
+            with httpx.Client(base_url=gw.url, timeout=30) as h:
+                assert h.get("/healthz").status_code == 503
+            # past send_timeout_s the gateway lets go of both
             started = time.monotonic()
-            wait_until(lambda: "took nothing for 1 s: dropped" in gw.output(), timeout=60,
-                       what="the gateway to drop the stalled stream")
+            wait_until(lambda: gw.output().count("took nothing for 3 s: dropped") == 2,
+                       timeout=60, what="the gateway to drop the stalled streams")
             assert time.monotonic() - started < 60
+        finally:
+            for sock in stalled:
+                sock.close()
         rows = wait_until(lambda: (lambda r: r[r["status"] == 499])(
             read_rows(project, "inference_log")).to_dict("records"), timeout=30,
-            what="the dropped stream's row")
-        assert rows[0]["endpoint"] == "/v1/chat/completions"
+            what="the dropped streams' rows")
+        assert {r["endpoint"] for r in rows} == {"/v1/chat/completions"}
         with httpx.Client(base_url=gw.url, timeout=30) as h:
             assert h.get("/healthz").status_code == 200  # the gateway serves on
     finally:

@@ -46,6 +46,8 @@ def rollout() -> None:
 @click.option("--max-rated-per-subject", type=int, default=None,
               help="Rated answers one key (with the end user it names) adds to the evidence "
                    "(default 10).")
+@click.option("--max-rated-per-key", type=int, default=None,
+              help="Rated answers one key, all its end users together, adds (default 1000).")
 @click.option("--approval", type=click.Choice(["auto", "human"]), default=None,
               help="human: wait for 'llmops rollout approve' before the promotion (default "
                    "auto).")
@@ -56,7 +58,8 @@ def rollout() -> None:
 def start(ctx: click.Context, name: str, candidate: str, steps: list[int] | None, metric: str,
           guardrails: tuple[str, ...], alpha: float | None, min_rated: int | None,
           min_rated_per_step: int | None, sticky_by: str | None,
-          max_rated_per_subject: int | None, approval: str | None, reveal_arm: bool) -> None:
+          max_rated_per_subject: int | None, max_rated_per_key: int | None,
+          approval: str | None, reveal_arm: bool) -> None:
     """Start a rollout of chain NAME: CANDIDATE against @production.
 
     Running gateways pick it up within seconds; each user stays on one arm. The gateway
@@ -71,6 +74,7 @@ def start(ctx: click.Context, name: str, candidate: str, steps: list[int] | None
     given = {"steps": steps, "metric": metric, "guardrails": list(guardrails) or None,
              "alpha": alpha, "min_rated": min_rated, "min_rated_per_step": min_rated_per_step,
              "sticky_by": sticky_by, "max_rated_per_subject": max_rated_per_subject,
+             "max_rated_per_key": max_rated_per_key,
              "approval": approval, "reveal_arm": reveal_arm or None}
     try:
         spec = RolloutSpec(**{k: v for k, v in given.items() if v is not None})

@@ -56,6 +56,10 @@ class RolloutSpec(BaseModel):
         10, ge=1, description="Rated answers one subject (a key, with the end user it names) "
                               "adds to the evidence; its later verdicts are not counted, so no "
                               "one caller decides a rollout (null: no cap).")
+    max_rated_per_key: int | None = Field(
+        1000, ge=1, description="Rated answers one key (all the end users it names together) "
+                                "adds to the evidence; its later verdicts are not counted "
+                                "(null: no cap).")
     reveal_arm: bool = Field(
         False, description="Whether a chain call's answer names its rollout arm and the "
                            "versions behind it (false: callers cannot tell the arms apart).")

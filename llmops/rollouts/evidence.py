@@ -3,8 +3,9 @@
 A rated answer is a logged request of the rollout with feedback: its last thumbs up or down,
 or, where no thumbs were given, a score of 4-5 (up) or 1-2 (down); a 3 is not counted. One
 subject (a key, with the end user it names) adds at most ``spec.max_rated_per_subject`` rated
-answers, its first. An error is a request the gateway answered with a 5xx (an engine's 4xx is
-the client's error, logged as such).
+answers, its first, and one key, all its end users together, ``spec.max_rated_per_key``. An
+error is a request the gateway answered with a 5xx (an engine's 4xx is the client's error,
+logged as such).
 """
 
 from __future__ import annotations
@@ -61,22 +62,30 @@ def thumbs(rating: Any, score: Any) -> int | None:
     return None
 
 
-def _capped(log: Any, verdicts: dict[str, int], cap: int | None) -> dict[str, int]:
-    """The verdicts that count: each subject's (key and end user) first ``cap``, in time order."""
-    if cap is None:
+def _capped(log: Any, verdicts: dict[str, int], per_subject: int | None,
+            per_key: int | None) -> dict[str, int]:
+    """The verdicts that count, in time order: each subject's (key and end user) first
+    ``per_subject``, and each key's (all its end users together) first ``per_key``."""
+    if per_subject is None and per_key is None:
         return verdicts
     kept: dict[str, int] = {}
-    counted: dict[tuple[str, str], int] = {}
+    by_subject: dict[tuple[str, str], int] = {}
+    by_key: dict[str, int] = {}
     rows = log.sort_values("ts", kind="stable")
     for rid, client, user in zip(rows["request_id"], rows["client"], rows["end_user"],
                                  strict=True):
         verdict = verdicts.get(rid)
         if verdict is None:
             continue
-        subject = (str(client), user if isinstance(user, str) else "")
-        if counted.get(subject, 0) < cap:
-            counted[subject] = counted.get(subject, 0) + 1
-            kept[rid] = verdict
+        key = str(client)
+        subject = (key, user if isinstance(user, str) else "")
+        if per_subject is not None and by_subject.get(subject, 0) >= per_subject:
+            continue
+        if per_key is not None and by_key.get(key, 0) >= per_key:
+            continue
+        by_subject[subject] = by_subject.get(subject, 0) + 1
+        by_key[key] = by_key.get(key, 0) + 1
+        kept[rid] = verdict
     return kept
 
 
@@ -97,7 +106,8 @@ def collect_evidence(lakehouse: Path, state: RolloutState) -> dict[str, ArmEvide
             verdicts[row.request_id] = verdict  # the last verdict on a request counts
     out = {}
     step_start = state.step_started
-    verdicts = _capped(log, verdicts, state.spec.max_rated_per_subject)
+    verdicts = _capped(log, verdicts, state.spec.max_rated_per_subject,
+                       state.spec.max_rated_per_key)
     for arm in ARMS:
         mine = log[log["rollout_arm"] == arm]
         errors = mine["status"] >= 500

@@ -180,6 +180,14 @@ def test_one_subject_adds_at_most_its_cap_of_verdicts(settings, tmp_path: Path) 
     uncapped = collect_evidence(settings.lakehouse, started.moved(
         spec=started.spec.model_copy(update={"max_rated_per_subject": None})))
     assert uncapped["candidate"].rated == 23 and uncapped["production"].rated == 21
+    # and one key, however many users it names, adds at most max_rated_per_key
+    _rated(settings, started.rollout_id, "candidate", "farm", None, [])
+    for i in range(6):
+        _rated(settings, started.rollout_id, "candidate", "farm", f"made-up-{i}", [1])
+    per_key = collect_evidence(settings.lakehouse, started.moved(
+        spec=started.spec.model_copy(update={"max_rated_per_key": 4})))
+    # 'app' is cut to 4 of its 5 (mallory's 3, alice's 1), 'farm' to 4 of 6, 'other' keeps 2
+    assert (per_key["candidate"].rated, per_key["candidate"].up) == (4 + 4 + 2, 3 + 4)
 
 
 def test_a_rollout_that_needs_approval_waits_for_a_person(settings, tmp_path: Path) -> None:

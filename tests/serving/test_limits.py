@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import free_port
 from tests.serving.conftest import GatewayProcess, read_rows, wait_rows, write_endpoint
@@ -373,3 +375,33 @@ def test_a_body_that_never_arrives_is_answered_408(start_gateway) -> None:
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"did not arrive within 1 s" in answer or b"408" in answer
     assert waited < 20  # the deadline, not the test's socket timeout, ended it
+
+
+def _allowed_fields() -> set[str]:
+    from llmops.serving.config import GatewayConfig
+    from llmops.serving.schema import generation_models
+
+    models = generation_models(GatewayConfig())
+    return set(models.chat.model_fields) | set(models.completion.model_fields)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.text(st.characters(codec="utf-8"), min_size=1, max_size=24),
+       value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+                       st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)))
+def test_any_field_off_the_allow_list_is_refused_naming_it(name: str, value: object) -> None:
+    """Whatever a client adds beside a valid request, if the gateway does not name the field
+    it is refused (400 naming it), never forwarded; the request alone passes."""
+    from llmops.serving.config import GatewayConfig
+    from llmops.serving.errors import HTTPError
+    from llmops.serving.limits import check_generation
+
+    assume(name not in _allowed_fields())
+    cfg = GatewayConfig()
+    for kind, body in (("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                       ("text", {"model": "m", "prompt": "hi"})):
+        check_generation(body, kind, cfg)
+        with pytest.raises(HTTPError) as err:
+            check_generation({**body, name: value}, kind, cfg)
+        assert err.value.status == 400
+        assert err.value.message.startswith(f"'{name}' is not a field this gateway forwards")

@@ -80,11 +80,25 @@ def test_sft_run_is_tracked_registered_and_loadable(settings, sft_file: Path) ->
 
 def test_registered_adapter_loads_as_pyfunc_with_its_base(settings, sft_file: Path) -> None:
     import mlflow.pyfunc
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
 
     result = finetune(settings, data=sft_file, config=fast_config(epochs=1), progress=False)
     model = mlflow.pyfunc.load_model(result.model_uri)
+    # the registered model is the base with the trained adapter on it, weight for weight
+    wrapped = model.unwrap_python_model().model
+    assert isinstance(wrapped, PeftModel)
+    saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    loaded = {k: v for k, v in wrapped.state_dict().items() if "lora_" in k}
+    assert saved and len(loaded) == len(saved)
+    for name, tensor in saved.items():
+        match = [v for k, v in loaded.items() if k.replace(".default", "").endswith(
+            name.removeprefix("base_model.model."))]
+        assert len(match) == 1 and torch.equal(match[0].cpu(), tensor), name
     answers = model.predict(["How do I promote a chain to production?", "What is an alias?"])
-    assert len(answers) == 2 and all(a.strip() for a in answers)
+    # (the tiny model has random weights: a greedy answer may be empty, its first token EOS)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     # greedy decoding: the same questions get the same answers again
     assert list(model.predict(["How do I promote a chain to production?", "What is an alias?"])) == (
         list(answers))

@@ -267,9 +267,10 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     assert {k: v for k, v in hidden.items() if k not in ("status", "rid")} == {
         "chain": "docs-qa", "rollout": third.rollout_id}
     # while it runs, only an admin key may step out of the split by naming an alias
+    MlflowClient().set_registered_model_alias("docs-qa", "pinned", str(v2))
     keyed = routing_gateway(env={"LLMOPS_API_KEYS": "k-app=invoke,feedback;k-adm=admin"})
     with httpx.Client(base_url=keyed.wait_ready().url, timeout=120) as hk:
-        ask = {"question": "What is a rollout?", "alias": "staging"}
+        ask = {"question": "What is a rollout?", "alias": "pinned"}
         app = hk.post("/v1/chains/docs-qa/invoke", json=ask,
                       headers={"Authorization": "Bearer k-app"})
         assert app.status_code == 403 and "is in a rollout" in app.json()["error"]["message"]

@@ -54,8 +54,8 @@ LONGEST_FIRST = (
 )
 
 
-# The demo's test keeps both cores busy on its own (beside the long files it ran half again
-# slower): it goes last, so that it starts when the other worker has only short files left.
+# The demo's test keeps both cores busy on its own (beside other tests it ran 1.5 to 2 times
+# slower): a plain pytest runs it last; make test runs it apart, after the xdist run.
 RUN_LAST = ("tests/test_demo.py",)
 
 

@@ -1,7 +1,7 @@
 """`llmops demo`: the main job, end to end on SmolLM2-135M-Instruct, in a fresh process.
 
 It runs on the demo's ``quick`` profile: every step, on less data (the gates ask the 12
-golden questions the simulated users ask, a two-epoch fine-tune that does not score its own
+golden questions the simulated users ask, a three-epoch fine-tune that does not score its own
 training rows, a canary on the corrected questions that decides on fewer ratings); ``make
 demo`` runs the full profile.
 

@@ -73,9 +73,12 @@ class DemoProfile:
     exact_match_tolerance: float | None = None
 
 
+# The quick profile trains for 3 epochs at 4e-3 (12 rows, 9 steps): on one demo's rows, in 5
+# orders, the held-out token F1 went from the base's 0.096 to 0.145-0.191; 2 epochs gave
+# 0.115-0.172 there, and 0.087 in one run, under the base.
 PROFILES = {
     "full": DemoProfile("full"),
-    "quick": DemoProfile("quick", golden=12, epochs=2, learning_rate=4e-3,
+    "quick": DemoProfile("quick", golden=12, epochs=3, learning_rate=4e-3,
                          score_training_rows=False, gate_latency=False,
                          canary=QUICK_CANARY_SPEC, canary_corrected_only=True,
                          exact_match_tolerance=0.1),

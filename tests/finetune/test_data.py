@@ -39,8 +39,10 @@ def test_kto_rows_need_a_boolean_label(tmp_path: Path) -> None:
 def test_split_is_deterministic_and_stable() -> None:
     train, held = split_rows(ROWS, 0.25, seed=0)
     assert (len(train), len(held)) == (9, 3)
-    assert split_rows(list(reversed(ROWS)), 0.25, seed=0)[1] == sorted(
-        held, key=lambda r: -ROWS.index(r))  # the same rows, whatever the order
+    # the same rows on each side, in the same order, whatever order the file had: the
+    # trainer's seeded shuffle sees the same list
+    assert split_rows(list(reversed(ROWS)), 0.25, seed=0) == (train, held)
+    assert train != [r for r in ROWS if r in train]  # rank order, not the file's
     assert split_rows(ROWS, 0.25, seed=1)[1] != held
     extra = {"prompt": "A new question?", "completion": "A new answer."}
     _, held_more = split_rows([*ROWS, extra], 0.25, seed=0)  # still 3 held out
@@ -50,9 +52,11 @@ def test_split_is_deterministic_and_stable() -> None:
 
 def test_split_edges() -> None:
     assert split_rows(ROWS[:1], 0.5, seed=0) == (ROWS[:1], [])
+    unsplit, none = split_rows(ROWS, 0.0, seed=0)
+    assert none == [] and unsplit == split_rows(list(reversed(ROWS)), 0.0, seed=0)[0]
+    assert sorted(map(str, unsplit)) == sorted(map(str, ROWS))
     assert len(split_rows(ROWS[:2], 0.01, seed=0)[1]) == 1  # at least one when there are two
     assert len(split_rows(ROWS[:2], 0.99, seed=0)[0]) == 1  # never all of them
-    assert split_rows(ROWS, 0.0, seed=0) == (ROWS, [])
     kto = [{**r, "label": i % 2 == 0} for i, r in enumerate(ROWS)]
     assert all(r["label"] for r in split_rows(kto, 0.5, seed=0, method="kto")[1])
 

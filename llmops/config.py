@@ -18,6 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmops.errors import ConfigError
 from llmops.yamlfile import load_yaml_model
 
+# A lakehouse root: a folder (Path) or an object-store URI (str, one of LAKEHOUSE_SCHEMES).
+LakehouseRoot = Path | str
+LAKEHOUSE_SCHEMES = ("s3://",)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
 __all__ = [
     "PROJECT_FILE",
     "ChatModelSettings",
@@ -143,7 +148,9 @@ class EnvironmentConfig(BaseModel):
     artifact_location: str | None = Field(
         None, description="Where runs store artifacts (default .llmops/<env>/artifacts)."
     )
-    lakehouse: str | None = Field(None, description="Delta tables folder (default .llmops/<env>/lakehouse).")
+    lakehouse: str | None = Field(None, description=(
+        "Delta tables: a folder (default .llmops/<env>/lakehouse) or an s3://bucket/prefix URI "
+        "(credentials from the AWS variables)."))
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     chat_model: ChatModelSettings | None = Field(
         None, description="Overrides the project's chat model in this environment."
@@ -178,7 +185,7 @@ class Settings(BaseModel):
     tracking_uri: str
     registry_uri: str
     artifact_location: str
-    lakehouse: Path
+    lakehouse: LakehouseRoot  # a folder, or an s3:// URI (a str)
     chroma: ChromaSettings
     prompts_dir: Path
     models_dir: Path
@@ -244,6 +251,21 @@ def load_project(root: Path | None) -> ProjectConfig:
                            prepare=lambda raw: _interpolate(raw, ""))
 
 
+def _lakehouse(root: Path, value: str | None, default: Path) -> LakehouseRoot:
+    """The root an environment's ``lakehouse:`` names: a folder (resolved against the project)
+    or ``s3://bucket[/prefix]``; any other ``scheme://`` is refused."""
+    if not value or "://" not in value:
+        return _abs(root, value, default)
+    if not value.startswith(LAKEHOUSE_SCHEMES):
+        raise ConfigError(f"lakehouse: '{value}' is not supported: use a folder or an "
+                          "s3://bucket/prefix URI")
+    bucket, _, prefix = value.split("://", 1)[1].partition("/")
+    if not _BUCKET.match(bucket):
+        raise ConfigError(f"lakehouse: '{bucket}' in '{value}' is not a valid S3 bucket name")
+    prefix = prefix.strip("/")
+    return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+
+
 def _abs(root: Path, value: str | None, default: Path) -> Path:
     if not value:
         return default
@@ -291,7 +313,7 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
         tracking_uri=tracking,
         registry_uri=registry,
         artifact_location=artifacts or "",
-        lakehouse=_abs(root_path, cfg.lakehouse, state / "lakehouse"),
+        lakehouse=_lakehouse(root_path, cfg.lakehouse, state / "lakehouse"),
         chroma=chroma,
         prompts_dir=_abs(root_path, project.prompts_dir, root_path / "prompts"),
         models_dir=_abs(root_path, project.models_dir, root_path / ".llmops" / "models"),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -370,3 +372,63 @@ def _run_cli_in_process(args: tuple[str, ...], env: dict[str, str] | None,
         # what the console script would have printed: the traceback, exit code 1
         stderr += "".join(traceback.format_exception(result.exception))
     return subprocess.CompletedProcess(["llmops", *args], result.exit_code, result.stdout, stderr)
+
+
+class S3Server:
+    """A real S3 API server (moto's server mode, from PyPI) on a free port, for this session.
+
+    It checks signatures: its first three requests (unauthenticated) make an IAM user and its
+    access key, and every request after them must be signed with that key. ``env`` holds the
+    AWS variables a client needs; ``bucket(name)`` creates a bucket.
+    """
+
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        import boto3
+
+        self.url, self.proc = url, proc
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="llmops")
+        iam.put_user_policy(UserName="llmops", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="llmops")["AccessKey"]
+        self.env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                    "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_REGION": "us-east-1"}
+
+    def bucket(self, name: str) -> str:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                          aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+        s3.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    proc = start_process([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                          "-p", str(port)], log, with_parent=True,
+                         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/moto-api/", timeout=60, proc=proc, log_path=log,
+                      what="the S3 server (moto) to start")
+        yield S3Server(url, proc)
+    finally:
+        stop_process_tree(proc)
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+           ) -> str:
+    """The S3 server's AWS variables set for this test, and a fresh bucket; returns the
+    lakehouse URI ``s3://<bucket>/lake``."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    bucket = s3_server.bucket(f"t-{name}-{os.getpid()}-{free_port()}"[:63].rstrip("-"))
+    return f"s3://{bucket}/lake"

@@ -24,7 +24,7 @@ from typing import Any
 from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.feedback.records import feedback_problem
-from llmops.lakehouse import append_rows, name_and_version, table_path
+from llmops.lakehouse import append_rows, name_and_version, open_table
 from llmops.registry import model_version
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
@@ -139,13 +139,12 @@ def _check(rating: Any, score: Any, correction: Any, comment: Any) -> None:
 
 
 def _is_logged(settings: Settings, request_id: str) -> bool:
-    path = table_path(settings.lakehouse, "inference_log")
-    if not (path / "_delta_log").is_dir():
+    delta = open_table(settings.lakehouse, "inference_log")
+    if delta is None:
         return False
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
 
-    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    dataset = delta.to_pyarrow_dataset()
     return dataset.to_table(columns=["request_id"],
                             filter=pc.field("request_id") == request_id).num_rows > 0
 

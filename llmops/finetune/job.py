@@ -28,6 +28,7 @@ from llmops.errors import ConfigError, FinetuneError
 from llmops.finetune.base_model import BaseModelRef, resolve_base_model
 from llmops.finetune.config import FinetuneConfig, check_servable, load_finetune_config
 from llmops.finetune.data import TrainingData, load_eval_rows, load_training_data
+from llmops.lakehouse import table_path
 from llmops.lineage import git_commit
 from llmops.registry import ADAPTER_KIND, KIND_TAG, adapter_served_name, parse_ref
 
@@ -173,7 +174,7 @@ def _log_inputs(config: FinetuneConfig, data: TrainingData, base: BaseModelRef,
     if data.source == "feedback":
         from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
-        source: Any = DeltaDatasetSource(path=str(settings.lakehouse / "feedback"))
+        source: Any = DeltaDatasetSource(path=str(table_path(settings.lakehouse, "feedback")))
     else:
         from mlflow.data.dataset_source_registry import resolve_dataset_source
 

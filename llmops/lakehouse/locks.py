@@ -6,7 +6,10 @@ rollout while ``llmops rollout abort`` ends it). Holding this lock around the wh
 makes it atomic for every process on the machine that shares the lakehouse folder.
 
 It is an advisory ``flock`` on a file in ``<lakehouse>/.locks/``: the kernel releases it when
-its holder dies, however it dies, so a crash never leaves it held.
+its holder dies, however it dies, so a crash never leaves it held. A lakehouse on object
+storage has no such file: there the lock holds nothing, and what keeps writers apart is a
+conditional commit (``TableAppender.append(if_unchanged=...)``, which rollouts use on a
+folder too).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmops.errors import LlmopsError
+from llmops.lakehouse.location import LakehouseRoot, is_remote
 
 __all__ = ["LakehouseLockTimeout", "lakehouse_lock"]
 
@@ -28,12 +32,17 @@ class LakehouseLockTimeout(LlmopsError):
 
 
 @contextmanager
-def lakehouse_lock(lakehouse: Path, name: str, timeout_s: float = 60.0) -> Iterator[None]:
+def lakehouse_lock(lakehouse: LakehouseRoot, name: str, timeout_s: float = 60.0
+                   ) -> Iterator[None]:
     """Hold the lakehouse-wide lock ``name`` for the duration of the block.
 
     Waits at most ``timeout_s`` for a holder in another process, then raises
-    ``LakehouseLockTimeout`` naming the lock file. Not re-entrant within one process.
+    ``LakehouseLockTimeout`` naming the lock file. Not re-entrant within one process. On
+    object storage it holds nothing (see the module docstring).
     """
+    if is_remote(lakehouse):
+        yield
+        return
     folder = Path(lakehouse) / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.lock"

@@ -8,17 +8,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.errors import LlmopsError, MissingExtraError
+from llmops.lakehouse.location import (
+    LakehouseRoot,
+    is_remote,
+    remote_error,
+    storage_options,
+    table_exists,
+    table_uri,
+)
 from llmops.lakehouse.tables import TABLES, schema
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TableAppender", "append_rows", "check_row", "read_table", "table_path"]
+__all__ = ["TableAppender", "TableChanged", "append_rows", "check_row", "read_table",
+           "table_path"]
 
 
-def table_path(lakehouse: Path, table: str) -> Path:
+def table_path(lakehouse: LakehouseRoot, table: str) -> LakehouseRoot:
+    """Where ``table`` lives: its folder (a ``Path``) under a folder, its URI (a ``str``) on
+    object storage. deltalake takes ``str()`` of either, with ``storage_options(lakehouse)``."""
     schema(table)  # validates the name
-    return Path(lakehouse) / table
+    return table_uri(lakehouse, table) if is_remote(lakehouse) else Path(lakehouse) / table
 
 
 _INT_RANGE = {"int32": 2**31, "int64": 2**63}
@@ -69,7 +80,7 @@ def check_row(table: str, row: dict[str, Any]) -> None:
 
 
 def append_rows(
-    lakehouse: Path, table: str, rows: list[dict[str, Any]],
+    lakehouse: LakehouseRoot, table: str, rows: list[dict[str, Any]],
     commit_metadata: dict[str, str] | None = None,
     app_transaction: tuple[str, int] | None = None,
 ) -> int:
@@ -80,7 +91,10 @@ def append_rows(
     ``app_transaction`` (app id, version) is recorded in the same commit as a Delta
     application transaction: ``DeltaTable.transaction_version(app_id)`` then returns the
     version, which is how a writer that replays its work knows what already landed.
-    Concurrent appends from several processes are safe: Delta retries on conflict.
+    Concurrent appends from several processes (and hosts, on S3) are safe: Delta retries on
+    conflict. A commit carrying an ``app_transaction`` whose app id another writer committed
+    since this appender last read the table fails (``deltalake.exceptions.CommitFailedError``):
+    that is how a read-decide-write detects that someone else decided first.
     """
     return TableAppender(lakehouse, table).append(rows, commit_metadata, app_transaction)
 
@@ -94,13 +108,22 @@ class TableAppender:
     five-row commit on a table of 60 versions).
     """
 
-    def __init__(self, lakehouse: Path, table: str) -> None:
-        self.lakehouse, self.table = Path(lakehouse), table
+    def __init__(self, lakehouse: LakehouseRoot, table: str) -> None:
+        self.lakehouse = lakehouse if is_remote(lakehouse) else Path(lakehouse)
+        self.table = table
         self._delta: Any = None
 
     def append(self, rows: list[dict[str, Any]], commit_metadata: dict[str, str] | None = None,
-               app_transaction: tuple[str, int] | None = None) -> int:
-        """See ``append_rows``."""
+               app_transaction: tuple[str, int] | None = None, *,
+               if_unchanged: str | None = None) -> int:
+        """See ``append_rows``.
+
+        ``if_unchanged`` (an app id) makes the commit conditional: it lands only if no commit
+        with that app id was made since the version this appender last loaded
+        (``refresh()``), else ``TableChanged`` is raised and nothing is written. Writers that
+        read the table with ``read()``, decide, and append this way never act on a state
+        another has changed: a compare-and-swap on the table, on a folder or on S3 alike.
+        """
         try:
             import pyarrow as pa
             from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -114,30 +137,69 @@ class TableAppender:
         data = pa.Table.from_pylist(
             [{name: row.get(name) for name in sch.names} for row in rows], schema=sch
         )
-        path = table_path(self.lakehouse, self.table)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        schema(self.table)
+        uri = table_uri(self.lakehouse, self.table)
+        options = storage_options(self.lakehouse)
+        if not is_remote(self.lakehouse):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        if if_unchanged is not None:
+            read_version = self.refresh() if self._delta is None else int(self._delta.version())
+            app_transaction = (if_unchanged, (read_version or 0) + 1)
         txns = [Transaction(*app_transaction)] if app_transaction else None
         props = (CommitProperties(custom_metadata=commit_metadata, app_transactions=txns)
                  if commit_metadata or txns else None)
-        target: Any = str(path)
-        if self._delta is not None:
-            self._delta.update_incremental()
-            target = self._delta
         try:
+            target: Any = uri
+            if self._delta is not None:
+                if if_unchanged is None:
+                    self._delta.update_incremental()
+                target = self._delta
             # "merge": a table written before a column was added gains it (older rows read null)
             write_deltalake(target, data, mode="append", schema_mode="merge",
-                            commit_properties=props)
-        except Exception:
+                            commit_properties=props,
+                            storage_options=options if target is uri else None)
+            if self._delta is None and table_exists(self.lakehouse, self.table):
+                self._delta = DeltaTable(uri, storage_options=options)
+        except Exception as exc:
             self._delta = None  # reopen from the path next time
+            if if_unchanged is not None and _is_conflict(exc):
+                raise TableChanged(f"{self.table}: another writer committed '{if_unchanged}' "
+                                   "since this one read the table") from exc
+            if is_remote(self.lakehouse) and not _is_conflict(exc):
+                raise remote_error(self.lakehouse, exc, f"append to {self.table} in") from exc
             raise
-        if self._delta is None and (path / "_delta_log").is_dir():
-            self._delta = DeltaTable(str(path))
         return len(rows)
 
+    def read(self, **filters: Any) -> pd.DataFrame:
+        """``read_table`` of this appender's table at the version it last wrote or refreshed
+        (``refresh()``); a read-decide-write then appends on that same version."""
+        return read_table(self.lakehouse, self.table, _at=self._delta, **filters)
 
-def read_table(lakehouse: Path, table: str, columns: list[str] | None = None,
+    def refresh(self) -> int | None:
+        """Load the table's latest version (None when it has not been written yet)."""
+        if self._delta is None:
+            if not table_exists(self.lakehouse, self.table):
+                return None
+            from deltalake import DeltaTable
+
+            self._delta = DeltaTable(table_uri(self.lakehouse, self.table),
+                                     storage_options=storage_options(self.lakehouse))
+        else:
+            self._delta.update_incremental()
+        return int(self._delta.version())
+
+
+class TableChanged(LlmopsError):
+    """A conditional append (``if_unchanged``) lost to a writer that committed first."""
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return type(exc).__name__ == "CommitFailedError"
+
+
+def read_table(lakehouse: LakehouseRoot, table: str, columns: list[str] | None = None,
                since: datetime | None = None, until: datetime | None = None,
-               request_ids: Iterable[str] | None = None) -> pd.DataFrame:
+               request_ids: Iterable[str] | None = None, _at: Any = None) -> pd.DataFrame:
     """The table as a DataFrame (empty, with the right columns, if never written).
 
     ``columns`` reads only those columns; ``since`` / ``until`` keep rows whose ``ts`` is in
@@ -151,14 +213,20 @@ def read_table(lakehouse: Path, table: str, columns: list[str] | None = None,
     unknown = set(wanted) - set(TABLES[table])
     if unknown:
         raise LlmopsError(f"{table}: unknown column(s) {', '.join(sorted(unknown))}")
-    path = table_path(lakehouse, table)
-    if not (path / "_delta_log").is_dir():
+    if _at is None and not table_exists(lakehouse, table):
         return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
     import pyarrow as pa
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    try:
+        delta = _at if _at is not None else DeltaTable(
+            table_uri(lakehouse, table), storage_options=storage_options(lakehouse))
+        dataset = delta.to_pyarrow_dataset()
+    except Exception as exc:
+        if is_remote(lakehouse):
+            raise remote_error(lakehouse, exc, f"read {table} in") from exc
+        raise
     present = [c for c in wanted if c in dataset.schema.names]
     where = None
     for part in (

@@ -4,9 +4,13 @@ The rollout's own MLflow run (made at the start, named after its id) holds its s
 decision that changes something (start, advance, promote, rollback, inconclusive, abort), and
 each ``continue`` on new evidence, is a run nested under it with the evidence as metrics.
 
-Each read-decide-write (start, evaluate, abort) holds the lakehouse's ``rollouts`` lock, so
-gateways judging at the same time and ``llmops rollout abort`` never act on a state another
-has already changed: one decision per state, and an abort is never overwritten.
+Each read-decide-write (start, evaluate, approve, abort) reads the ``rollouts`` table at one
+version and lands its row only if no other decision landed since (``RolloutsSnapshot``: a
+conditional Delta commit, on a folder or on S3); one that lost decides again on the newer
+state. So gateways judging at the same time, on one host or several, and ``llmops rollout
+abort`` never act on a state another has already changed: one decision per state, and an
+abort is never overwritten. On a folder the lakehouse's ``rollouts`` lock also makes
+deciders on one host wait for each other rather than retry.
 """
 
 from __future__ import annotations
@@ -14,19 +18,22 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from llmops.config import Settings
 from llmops.errors import LlmopsError, ModelNotFoundError, RolloutError
-from llmops.lakehouse import lakehouse_lock
+from llmops.lakehouse import TableChanged, lakehouse_lock
 from llmops.registry import CHAIN_KIND, KIND_TAG, model_version, promote
 from llmops.rollouts.config import RolloutSpec
 from llmops.rollouts.evidence import collect_evidence
 from llmops.rollouts.judging import Judgement, evidence_columns, judge
-from llmops.rollouts.store import RolloutState, latest_for_chain, running_by_chain, write_state
+from llmops.rollouts.store import RolloutsSnapshot, RolloutState
 from llmops.stores import connect
 
 __all__ = ["Evaluation", "abort_rollout", "approve_rollout", "evaluate_rollout", "start_rollout"]
@@ -39,6 +46,28 @@ class Evaluation:
 
     state: RolloutState
     judgement: Judgement | None
+
+
+T = TypeVar("T")
+
+# how often a decision that lost to another is taken again on the newer state
+_ATTEMPTS = 8
+
+
+def _decide(settings: Settings, decide: Callable[[RolloutsSnapshot], T]) -> T:
+    """``decide`` on the latest rollouts, again on a newer state each time another decision
+    landed first (see the module docstring)."""
+    for attempt in range(_ATTEMPTS):
+        with lakehouse_lock(settings.lakehouse, "rollouts"):
+            try:
+                return decide(RolloutsSnapshot(settings.lakehouse))
+            except TableChanged:
+                if attempt == _ATTEMPTS - 1:
+                    raise RolloutError(
+                        f"the rollouts table changed under each of {_ATTEMPTS} attempts to "
+                        "decide; try again") from None
+        time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _who(user: str | None) -> str:
@@ -79,8 +108,9 @@ def start_rollout(chain: str, candidate: str, settings: Settings,
     if str(cand.version) == str(production.version):
         raise RolloutError(f"the candidate {chain}/{cand.version} is what @production serves: "
                            "a rollout needs two different versions")
-    with lakehouse_lock(settings.lakehouse, "rollouts"):
-        running = running_by_chain(settings.lakehouse).get(chain)
+
+    def decide(snap: RolloutsSnapshot) -> RolloutState:
+        running = snap.running_by_chain().get(chain)
         if running is not None:
             raise RolloutError(f"'{chain}' already has a running rollout ({running.rollout_id}, "
                                f"{running.share}% to version {running.candidate}): end it first "
@@ -101,9 +131,16 @@ def start_rollout(chain: str, candidate: str, settings: Settings,
             started=now, step_started=now, mlflow_run_id=run.info.run_id,
             reasons=[f"{spec.shares[0]}% of traffic to {chain}/{cand.version}, the rest to "
                      f"production {chain}/{production.version}"])
+        try:
+            written = snap.write(state, by=_who(user))
+        except TableChanged:
+            client.set_terminated(run.info.run_id, "KILLED")  # another decision came first
+            raise
         _decision_run(client, exp_id, state, None)
         client.set_model_version_tag(chain, str(cand.version), "llmops.rollout.id", rollout_id)
-        return write_state(settings.lakehouse, state, by=_who(user))
+        return written
+
+    return _decide(settings, decide)
 
 
 def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
@@ -115,8 +152,8 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
     """
     from mlflow import MlflowClient
 
-    with lakehouse_lock(settings.lakehouse, "rollouts"):
-        state = latest_for_chain(settings.lakehouse, chain)
+    def decide(snap: RolloutsSnapshot) -> Evaluation:
+        state = snap.latest_for_chain(chain)
         if state is None:
             raise RolloutError(f"'{chain}' has no rollout: start one with 'llmops rollout start "
                                f"{chain} --candidate staging'")
@@ -131,9 +168,19 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
         new = judgement.state
         if judgement.decision == "promote":
             promote(chain, "production", int(state.candidate), settings=settings, user=_who(user))
+            try:
+                written = snap.write(new, evidence_columns(judgement), by=_who(user))
+            except TableChanged:
+                # another decision (an abort, say) landed first: production goes back to what
+                # it served, and the decision is taken again on the newer state
+                promote(chain, "production", int(state.production), settings=settings,
+                        user=_who(user))
+                raise
             client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
                                          json.dumps(evidence_columns(judgement))[:4000])
-        elif judgement.decision == "await_approval":
+        else:
+            written = snap.write(new, evidence_columns(judgement), by=_who(user))
+        if judgement.decision == "await_approval":
             client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status",
                                          new.status)
         elif judgement.decision == "rollback":
@@ -144,16 +191,17 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
             client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", new.status)
             client.set_terminated(state.mlflow_run_id, "FINISHED")
         _decision_run(client, exp_id, new, judgement)
-        written = write_state(settings.lakehouse, new, evidence_columns(judgement), by=_who(user))
         return Evaluation(written, judgement)
+
+    return _decide(settings, decide)
 
 
 def approve_rollout(chain: str, settings: Settings, user: str | None = None) -> RolloutState:
     """Promote the candidate of a rollout awaiting a person's approval (``approval: human``)."""
     from mlflow import MlflowClient
 
-    with lakehouse_lock(settings.lakehouse, "rollouts"):
-        state = latest_for_chain(settings.lakehouse, chain)
+    def decide(snap: RolloutsSnapshot) -> RolloutState:
+        state = snap.latest_for_chain(chain)
         if state is None or state.status != "awaiting_approval":
             where = f"its rollout {state.rollout_id} is {state.status}" if state else "none"
             raise RolloutError(f"'{chain}' has no rollout awaiting approval ({where})")
@@ -161,12 +209,19 @@ def approve_rollout(chain: str, settings: Settings, user: str | None = None) -> 
         promote(chain, "production", int(state.candidate), settings=settings, user=who)
         new = state.moved(status="promoted", decision="promote",
                           reasons=[f"approved by {who}", *state.reasons])
+        try:
+            written = snap.write(new, by=who)
+        except TableChanged:
+            promote(chain, "production", int(state.production), settings=settings, user=who)
+            raise
         exp_id = connect(settings)
         client = MlflowClient()
         client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "promoted")
         _decision_run(client, exp_id, new, None)
         client.set_terminated(state.mlflow_run_id, "FINISHED")
-        return write_state(settings.lakehouse, new, by=who)
+        return written
+
+    return _decide(settings, decide)
 
 
 def abort_rollout(chain: str, settings: Settings, user: str | None = None,
@@ -174,18 +229,21 @@ def abort_rollout(chain: str, settings: Settings, user: str | None = None,
     """End the chain's running rollout now; all traffic returns to production."""
     from mlflow import MlflowClient
 
-    with lakehouse_lock(settings.lakehouse, "rollouts"):
-        state = running_by_chain(settings.lakehouse).get(chain)
+    def decide(snap: RolloutsSnapshot) -> RolloutState:
+        state = snap.running_by_chain().get(chain)
         if state is None:
             raise RolloutError(f"'{chain}' has no running rollout to abort")
         new = state.moved(status="aborted", decision="abort",
                           reasons=[f"aborted by {_who(user)}" + (f": {reason}" if reason else "")])
+        written = snap.write(new, by=_who(user))
         exp_id = connect(settings)
         client = MlflowClient()
         client.set_model_version_tag(chain, state.candidate, "llmops.rollout.status", "aborted")
         _decision_run(client, exp_id, new, None)
         client.set_terminated(state.mlflow_run_id, "KILLED")
-        return write_state(settings.lakehouse, new, by=_who(user))
+        return written
+
+    return _decide(settings, decide)
 
 
 def _unchanged(settings: Settings, state: RolloutState, evidence: dict[str, Any]) -> bool:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from llmops.lakehouse import append_rows, read_table
+from llmops.lakehouse import TableAppender, append_rows, read_table
+from llmops.lakehouse.location import LakehouseRoot
 from llmops.rollouts.config import RolloutSpec
 
-__all__ = ["ENDED", "RolloutState", "all_states", "history", "latest_for_chain", "running_by_chain",
-           "states_from_rows", "write_state"]
+__all__ = ["ENDED", "RolloutState", "RolloutsSnapshot", "all_states", "history", "latest_for_chain",
+           "running_by_chain", "states_from_rows", "write_state"]
+
+# the app id of every decision's commit: a decision lands only if no other landed since the
+# version it was read from (TableAppender.append's if_unchanged)
+DECISION_APP_ID = "llmops.rollouts"
 
 # a rollout's status: running, or how it ended
 ENDED = ("promoted", "rolled_back", "aborted", "inconclusive")
@@ -54,10 +58,8 @@ class RolloutState:
         return replace(self, **changes)
 
 
-def write_state(lakehouse: Path, state: RolloutState, evidence: dict[str, Any] | None = None,
-                by: str = "") -> RolloutState:
-    """Append ``state`` (and the evidence behind its decision) as the rollout's newest row."""
-    now = datetime.now(timezone.utc)
+def _row(state: RolloutState, evidence: dict[str, Any] | None, by: str,
+         now: datetime) -> dict[str, Any]:
     row: dict[str, Any] = {
         "rollout_id": state.rollout_id, "ts": now, "chain": state.chain,
         "production": state.production, "candidate": state.candidate, "step": state.step,
@@ -66,8 +68,43 @@ def write_state(lakehouse: Path, state: RolloutState, evidence: dict[str, Any] |
         "spec": state.spec.model_dump_json(), "mlflow_run_id": state.mlflow_run_id, "by": by,
     }
     row.update(evidence or {})
-    append_rows(lakehouse, "rollouts", [row])
+    return row
+
+
+def write_state(lakehouse: LakehouseRoot, state: RolloutState,
+                evidence: dict[str, Any] | None = None, by: str = "") -> RolloutState:
+    """Append ``state`` (and the evidence behind its decision) as the rollout's newest row,
+    unconditionally (a decision goes through ``RolloutsSnapshot.write``)."""
+    now = datetime.now(timezone.utc)
+    append_rows(lakehouse, "rollouts", [_row(state, evidence, by, now)])
     return state.moved(ts=now)
+
+
+class RolloutsSnapshot:
+    """The rollouts table at one version: decided on, then appended to only if no other
+    decision landed since (``TableChanged`` otherwise, and nothing is written).
+
+    This is what keeps two deciders apart wherever the table lives (a folder or S3, one host
+    or several): two gateways judging one rollout, or one judging while ``llmops rollout
+    abort`` ends it, cannot both land a decision taken on the same state.
+    """
+
+    def __init__(self, lakehouse: LakehouseRoot) -> None:
+        self._table = TableAppender(lakehouse, "rollouts")
+        self.version = self._table.refresh()
+        self.states = states_from_rows(self._table.read(columns=_COLUMNS))
+
+    def running_by_chain(self) -> dict[str, RolloutState]:
+        return {s.chain: s for s in self.states.values() if s.running}
+
+    def latest_for_chain(self, chain: str) -> RolloutState | None:
+        return _latest([s for s in self.states.values() if s.chain == chain])
+
+    def write(self, state: RolloutState, evidence: dict[str, Any] | None = None,
+              by: str = "") -> RolloutState:
+        now = datetime.now(timezone.utc)
+        self._table.append([_row(state, evidence, by, now)], if_unchanged=DECISION_APP_ID)
+        return state.moved(ts=now)
 
 
 _COLUMNS = ["rollout_id", "ts", "chain", "production", "candidate", "step", "status", "decision",
@@ -92,25 +129,28 @@ def states_from_rows(rows: Any) -> dict[str, RolloutState]:
     return out
 
 
-def all_states(lakehouse: Path) -> dict[str, RolloutState]:
+def all_states(lakehouse: LakehouseRoot) -> dict[str, RolloutState]:
     return states_from_rows(read_table(lakehouse, "rollouts", columns=_COLUMNS))
 
 
-def running_by_chain(lakehouse: Path) -> dict[str, RolloutState]:
+def running_by_chain(lakehouse: LakehouseRoot) -> dict[str, RolloutState]:
     """The running rollout of each chain that has one."""
     return {s.chain: s for s in all_states(lakehouse).values() if s.running}
 
 
-def latest_for_chain(lakehouse: Path, chain: str) -> RolloutState | None:
+def latest_for_chain(lakehouse: LakehouseRoot, chain: str) -> RolloutState | None:
     """The chain's running rollout, else its most recent one (None: it never had one)."""
-    mine = [s for s in all_states(lakehouse).values() if s.chain == chain]
+    return _latest([s for s in all_states(lakehouse).values() if s.chain == chain])
+
+
+def _latest(mine: list[RolloutState]) -> RolloutState | None:
     if not mine:
         return None
     running = [s for s in mine if s.running]
     return running[0] if running else max(mine, key=lambda s: s.started)
 
 
-def history(lakehouse: Path, rollout_id: str) -> Any:
+def history(lakehouse: LakehouseRoot, rollout_id: str) -> Any:
     """Every row of one rollout, oldest first (a DataFrame)."""
     rows = read_table(lakehouse, "rollouts")
     return rows[rows["rollout_id"] == rollout_id].sort_values("ts", kind="stable")

@@ -7,10 +7,10 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-from llmops.lakehouse import table_path
+from llmops.lakehouse import open_table
+from llmops.lakehouse.location import LakehouseRoot
 
 __all__ = ["RequestIndex", "owner_of"]
 
@@ -35,9 +35,9 @@ class RequestIndex:
     ``negative_ttl_s``, so that a burst of made-up ids costs one read each at most.
     """
 
-    def __init__(self, lakehouse: Path, memory_limit: int = 1_000_000, window_days: float = 90,
+    def __init__(self, lakehouse: LakehouseRoot, memory_limit: int = 1_000_000, window_days: float = 90,
                  negative_ttl_s: float = 5.0, negative_limit: int = 100_000) -> None:
-        self.lakehouse = Path(lakehouse)
+        self.lakehouse = lakehouse
         self.memory_limit = memory_limit
         self.window_days = window_days
         self.negative_ttl_s = negative_ttl_s
@@ -89,15 +89,13 @@ class RequestIndex:
         return found
 
     def _in_table(self, request_id: str) -> str | None:
-        path = table_path(self.lakehouse, "inference_log")
-        if not (path / "_delta_log").is_dir():
-            return None
         import pyarrow.compute as pc
-        from deltalake import DeltaTable
 
         with self._table_lock:
             if self._table is None:
-                self._table = DeltaTable(str(path))
+                self._table = open_table(self.lakehouse, "inference_log")
+                if self._table is None:
+                    return None
             else:
                 self._table.update_incremental()  # only the commits since the last read
             dataset = self._table.to_pyarrow_dataset()

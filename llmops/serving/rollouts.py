@@ -67,15 +67,13 @@ class RolloutRouter:
 
     def refresh(self) -> bool:
         """Re-read the running rollouts if the table changed; True when it was read."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from llmops.lakehouse import open_table
 
-        path = self.settings.lakehouse / "rollouts"
-        try:
-            version = DeltaTable(str(path)).version()
-        except TableNotFoundError:
+        delta = open_table(self.settings.lakehouse, "rollouts")
+        if delta is None:
             self.running = {}
             return False
+        version = delta.version()
         if version == self._version:
             return False
         self.running = running_by_chain(self.settings.lakehouse)

@@ -46,7 +46,8 @@ from typing import Any
 
 from llmops.errors import LlmopsError
 from llmops.faults import fault_point
-from llmops.lakehouse import TABLES, TableAppender, check_row, table_path
+from llmops.lakehouse import TABLES, TableAppender, check_row, open_table
+from llmops.lakehouse.location import LakehouseRoot
 
 __all__ = ["WalError", "WalInUseError", "WriteAheadLog"]
 
@@ -122,12 +123,12 @@ class WriteAheadLog:
     ``quarantined`` (lines moved to quarantine by this process).
     """
 
-    def __init__(self, folder: Path, lakehouse: Path, tables: list[str], instance: str,
+    def __init__(self, folder: Path, lakehouse: LakehouseRoot, tables: list[str], instance: str,
                  flush_interval_s: float = 1.0, batch_size: int = 512,
                  fsync: bool = False) -> None:
         self.folder = Path(folder)
         self.fsync = fsync  # each row on disk before the answer (survives a power loss)
-        self.lakehouse = Path(lakehouse)
+        self.lakehouse = lakehouse
         self.tables = tables
         self.instance = instance
         self.flush_interval_s = flush_interval_s
@@ -165,12 +166,8 @@ class WriteAheadLog:
     def _committed_version(self, table: str) -> int:
         """The highest segment version of this instance that ``table`` holds (0: none)."""
         if table not in self._committed:
-            path = table_path(self.lakehouse, table)
-            version = None
-            if (path / "_delta_log").is_dir():
-                from deltalake import DeltaTable
-
-                version = DeltaTable(str(path)).transaction_version(self.app_id(table))
+            delta = open_table(self.lakehouse, table)
+            version = delta.transaction_version(self.app_id(table)) if delta else None
             self._committed[table] = version or 0
         return self._committed[table]
 
@@ -344,12 +341,10 @@ class WriteAheadLog:
     def _adopt_legacy(self, table: str, seg: Path) -> Path | None:
         """A segment of the previous format: deleted if its commit tag is in recent history,
         else renamed to a fresh version (for a crash during the upgrade)."""
-        path = table_path(self.lakehouse, table)
-        if (path / "_delta_log").is_dir():
-            from deltalake import DeltaTable
-
+        delta = open_table(self.lakehouse, table)
+        if delta is not None:
             mark = f"{self.instance}/{table}/{seg.stem}"
-            if any(e.get(_MARK) == mark for e in DeltaTable(str(path)).history(limit=1000)):
+            if any(e.get(_MARK) == mark for e in delta.history(limit=1000)):
                 seg.unlink()
                 return None
         if table not in self._next:

@@ -162,3 +162,46 @@ def test_bad_lakehouse_settings_say_what_to_fix_and_write_nothing(
             load_settings("staging", project)
         (project / "llmops.yaml").write_text(text.replace(f"  staging:\n    lakehouse: {uri}",
                                                           "  staging: {}"))
+
+
+_WAL_CHILD = """
+import sys
+from pathlib import Path
+from llmops.serving.wal import WriteAheadLog, utcnow
+wal = WriteAheadLog(Path(sys.argv[1]), sys.argv[2], ["inference_log"], "gw-s3",
+                    flush_interval_s=3600)
+wal.start()
+for i in range(int(sys.argv[3])):
+    wal.append("inference_log", {"request_id": f"acked-{i}", "ts": utcnow(), "status": 200})
+    print(f"acked-{i}", flush=True)
+wal.flush()  # LLMOPS_FAULT_KILL_AT=wal_committed: SIGKILL after the commit, before the delete
+print("flushed", flush=True)
+"""
+
+
+def test_the_gateway_log_commits_to_s3_exactly_once_across_a_kill(s3_env: str, s3_server,
+                                                                   tmp_path: Path) -> None:
+    """The gateway's write-ahead log flushes to a table on S3; killed between the commit and
+    the segment's delete, the restarted log finds its commit there and replays nothing."""
+    import os
+    import signal
+
+    from llmops.serving.wal import WriteAheadLog, utcnow
+
+    env = {**os.environ, **s3_server.env, "LLMOPS_FAULT_KILL_AT": "wal_committed"}
+    child = subprocess.run([sys.executable, "-c", _WAL_CHILD, str(tmp_path / "wal"), s3_env, "20"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    acked = child.stdout.split()
+    assert len(acked) == 20 and "flushed" not in acked
+    assert sorted(read_table(s3_env, "inference_log")["request_id"]) == sorted(acked)
+    assert list((tmp_path / "wal" / "inference_log").glob("*.jsonl"))  # not yet deleted
+
+    wal = WriteAheadLog(tmp_path / "wal", s3_env, ["inference_log"], "gw-s3",
+                        flush_interval_s=3600)
+    assert wal.start() == 0  # the table already holds the segment: nothing replayed
+    wal.append("inference_log", {"request_id": "after-restart", "ts": utcnow(), "status": 200})
+    wal.close()
+    logged = read_table(s3_env, "inference_log")["request_id"].tolist()
+    assert sorted(logged) == sorted([*acked, "after-restart"]), "a row lost or logged twice"
+    assert not list((tmp_path / "wal" / "inference_log").glob("*.jsonl"))

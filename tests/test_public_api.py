@@ -37,9 +37,10 @@ def test_indexing_and_lakehouse_exports() -> None:
         "IndexConfig", "IndexReport", "IndexRetriever", "current_index_version", "update_index",
     }
     assert set(llmops.lakehouse.__all__) == {
-        "LakehouseLockTimeout", "TABLES", "TableAppender", "append_rows", "check_row",
-        "inference_row", "lakehouse_lock", "name_and_version", "optimize_tables", "read_table",
-        "schema", "table_path", "vacuum_tables",
+        "LakehouseError", "LakehouseLockTimeout", "TABLES", "TableAppender", "TableChanged",
+        "append_rows", "check_row", "inference_row", "is_remote", "lakehouse_lock",
+        "name_and_version", "open_table", "optimize_tables", "read_table", "schema",
+        "table_exists", "table_path", "vacuum_tables",
     }
     assert set(llmops.lakehouse.TABLES) == {
         "inference_log", "feedback", "eval_results", "index_runs", "monitoring", "rollouts"}

@@ -171,10 +171,7 @@ def evaluate_rollout(chain: str, settings: Settings, user: str | None = None,
             try:
                 written = snap.write(new, evidence_columns(judgement), by=_who(user))
             except TableChanged:
-                # another decision (an abort, say) landed first: production goes back to what
-                # it served, and the decision is taken again on the newer state
-                promote(chain, "production", int(state.production), settings=settings,
-                        user=_who(user))
+                _undo_promotion(settings, state, _who(user))
                 raise
             client.set_model_version_tag(chain, state.candidate, "llmops.rollout.evidence",
                                          json.dumps(evidence_columns(judgement))[:4000])
@@ -212,7 +209,7 @@ def approve_rollout(chain: str, settings: Settings, user: str | None = None) -> 
         try:
             written = snap.write(new, by=who)
         except TableChanged:
-            promote(chain, "production", int(state.production), settings=settings, user=who)
+            _undo_promotion(settings, state, who)
             raise
         exp_id = connect(settings)
         client = MlflowClient()
@@ -244,6 +241,14 @@ def abort_rollout(chain: str, settings: Settings, user: str | None = None,
         return written
 
     return _decide(settings, decide)
+
+
+def _undo_promotion(settings: Settings, state: RolloutState, who: str) -> None:
+    """After a promotion whose decision lost to another: production goes back to what it
+    served, unless the decision that landed first promoted this candidate too."""
+    landed = RolloutsSnapshot(settings.lakehouse).states.get(state.rollout_id)
+    if landed is None or landed.status != "promoted":
+        promote(state.chain, "production", int(state.production), settings=settings, user=who)
 
 
 def _unchanged(settings: Settings, state: RolloutState, evidence: dict[str, Any]) -> bool:

@@ -225,3 +225,50 @@ def test_a_rollout_that_needs_approval_waits_for_a_person(settings, tmp_path: Pa
     assert list(rows["decision"]) == ["start", "await_approval", "continue", "promote"]
     assert rows.iloc[-1]["status"] == "promoted" and "qa" not in running_by_chain(
         settings.lakehouse)
+
+
+def test_on_s3_a_judgement_that_lost_to_an_abort_decides_again(
+        settings, tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lock holds on object storage: the judge reads the running rollout, an abort lands
+    meanwhile, and the judge's conditional commit is refused; it reads again, sees the abort,
+    and writes nothing."""
+    settings = settings.model_copy(update={"lakehouse": s3_env})
+    _two_versions(settings, tmp_path)
+    started = start_rollout("qa", "2", settings, RolloutSpec(steps=[50, 100]))
+
+    real = lifecycle.collect_evidence
+    aborted: list[object] = []
+
+    def evidence_while_aborting(*args, **kwargs):
+        if not aborted:  # the first attempt has read the running state
+            aborted.append(abort_rollout("qa", settings, reason="release freeze"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "collect_evidence", evidence_while_aborting)
+    judged = evaluate_rollout("qa", settings, user="gateway")
+    assert judged.judgement is None and judged.state.status == "aborted"
+    rows = history(settings.lakehouse, started.rollout_id)
+    assert list(rows["decision"]) == ["start", "abort"]
+
+
+def test_a_promotion_that_lost_is_undone_unless_the_winner_promoted_too(
+        settings, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from llmops.registry import promote
+
+    _two_versions(settings, tmp_path)
+    started = start_rollout("qa", "2", settings, RolloutSpec(steps=[50, 100]))
+    client = MlflowClient()
+
+    def production() -> str:
+        return str(client.get_model_version_by_alias("qa", "production").version)
+
+    promote("qa", "production", 2, settings=settings, user="judge")  # the loser's promotion
+    lifecycle._undo_promotion(settings, started, "judge")  # the rollout still runs: undone
+    assert production() == "1"
+    promote("qa", "production", 2, settings=settings, user="judge")
+    winner = lifecycle.RolloutsSnapshot(settings.lakehouse)
+    winner.write(started.moved(status="promoted", decision="promote"))
+    lifecycle._undo_promotion(settings, started, "judge")  # the winner promoted it too: kept
+    assert production() == "2"

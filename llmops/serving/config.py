@@ -157,7 +157,9 @@ class GatewayConfig(BaseModel):
         False, description="Sync each logged row to disk before answering (survives a power "
                            "loss, not only a killed gateway; see benchmarks/wal_fsync.py for "
                            "its cost).")
-    instance: str | None = Field(None, description="Write-ahead log name (default: the port).")
+    instance: str | None = Field(None, description=(
+        "The gateway's instance id, naming its write-ahead log and its commits; unique among "
+        "the gateways sharing a lakehouse (default gw-<host>-<port>)."))
     widget_chain: str = Field(
         "docs-qa", min_length=1,
         description="The chain the feedback page at / asks (an embed may name another: data-chain).")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,26 @@ from llmops.serving.wal import WriteAheadLog
 __all__ = ["build_gateway", "serve"]
 
 
+def default_instance(state_dir: Path, port: int, host: str | None = None) -> str:
+    """A gateway's instance id when ``gateway.instance`` is unset: ``gw-<host>-<port>``.
+
+    The id names the gateway's write-ahead log and its commits in the tables (how a replayed
+    segment is known to have landed), so two gateways sharing a lakehouse must never have the
+    same one: the host name makes it unique across hosts (a pod's name on Kubernetes), the
+    port on one host. A log made under the old default (``gw-<port>``) keeps its name, so that
+    its commits are still recognised.
+    """
+    legacy = f"gw-{port}"
+    if (state_dir / "wal" / legacy).is_dir():
+        return legacy
+    name = re.sub(r"[^a-z0-9-]+", "-", (host or socket.gethostname()).lower()).strip("-")
+    return f"gw-{name[:48] or 'host'}-{port}"
+
+
 def gateway_wal(settings: Settings, config: EndpointConfig) -> WriteAheadLog:
-    """The gateway's write-ahead log (``gateway.instance``, by default named after its port)."""
-    instance = config.gateway.instance or f"gw-{config.gateway.port}"
+    """The gateway's write-ahead log (``gateway.instance``, else :func:`default_instance`)."""
+    instance = config.gateway.instance or default_instance(settings.state_dir,
+                                                           config.gateway.port)
     return WriteAheadLog(settings.state_dir / "wal" / instance, settings.lakehouse,
                          ["inference_log", "feedback"], instance,
                          flush_interval_s=config.gateway.log_flush_interval_s,

@@ -405,3 +405,15 @@ def test_fsync_mode_syncs_each_row_and_a_failed_sync_fails_its_request(
     assert got.count("row-unsynced") <= 1
     without = new_wal(tmp_path / "plain")
     assert without.fsync is False
+
+
+def test_the_default_instance_is_unique_across_hosts_and_an_old_log_keeps_its_name(
+        tmp_path: Path) -> None:
+    from llmops.serving.server import default_instance
+
+    assert default_instance(tmp_path, 8000, host="pod-7F.example") == "gw-pod-7f-example-8000"
+    assert default_instance(tmp_path, 8000, host="other") != default_instance(
+        tmp_path, 8000, host="pod-7f")
+    assert default_instance(tmp_path, 8001, host="h") != default_instance(tmp_path, 8000, host="h")
+    (tmp_path / "wal" / "gw-8000").mkdir(parents=True)  # made under the old default
+    assert default_instance(tmp_path, 8000, host="pod-7f") == "gw-8000"

@@ -37,6 +37,13 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The production-deployment test runs MLflow on Debian's PostgreSQL (initdb and pg_ctl: the
+# tests start and stop their own server; nothing runs as a system service).
+POSTGRES := /usr/lib/postgresql
+
+$(POSTGRES):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+
 # The layer contract first (pyproject.toml, [tool.importlinter]): an import that breaks the
 # shape fails the build and names the offending chain. Then the tests on TEST_WORKERS pytest-xdist
 # workers, a test file to a worker (most of them wait on servers and subprocesses: one worker
@@ -50,7 +57,7 @@ $(CHROMIUM):
 TEST_WORKERS ?= 2
 DEMO_TEST := tests/test_demo.py
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(POSTGRES)
 	$(BIN)/lint-imports
 	cache=$$(mktemp -d); rc=0; export LLMOPS_TEST_CACHE=$$cache; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \

@@ -263,9 +263,9 @@ class ServerProcess:
     """A server started for the test session, ready once ``health_url`` answers 200."""
 
     def __init__(self, name: str, cmd: list[str], folder: Path, health_url: str,
-                 timeout: float) -> None:
+                 timeout: float, env: dict[str, str] | None = None) -> None:
         log = folder / "server.log"
-        self.proc = start_process(cmd, log)
+        self.proc = start_process(cmd, log, env=None if env is None else {**os.environ, **env})
         try:
             wait_for_http(health_url, timeout=timeout, proc=self.proc, log_path=log,
                           interval=0.3, what=name, error=RuntimeError)
@@ -277,18 +277,71 @@ class ServerProcess:
         stop_process_tree(self.proc, grace_s=20)
 
 
+def _postgres_bin() -> Path:
+    """The newest PostgreSQL of Debian's packages (``make test`` installs it where missing)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (make test "
+                           "does it)")
+    return found[-1].parent
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` on loopback, started once per session."""
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's packages: initdb, pg_ctl) on a free loopback port for
+    the session, with an empty database ``mlflow``; returns its SQLAlchemy URI.
+
+    PostgreSQL refuses to run as root: as root (CI), its commands run as the ``postgres`` user.
+    """
+    import tempfile
+
+    pg = _postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="llmops-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chmod(folder, 0o755)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+
+    run(str(pg / "initdb"), "-D", str(folder / "data"), "-U", "llmops", "--auth=trust",
+        "--encoding=UTF8", "--no-sync")
+    run(str(pg / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w",
+        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        run(str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "llmops", "mlflow")
+        yield f"postgresql://llmops@127.0.0.1:{port}/mlflow"
+    finally:
+        run(str(pg / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str, s3_server: S3Server
+                  ) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback, started once per session, deployed as in
+    production: its store on PostgreSQL, its artifacts on the S3 server (it proxies them, so
+    clients need no S3 credentials)."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    bucket = s3_server.bucket("mlflow-artifacts")
     server = ServerProcess("mlflow server", [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "artifacts"),
+        "--backend-store-uri", postgres,
+        "--artifacts-destination", f"s3://{bucket}/artifacts",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ], folder, url + "/health", 120)
+    ], folder, url + "/health", 180,
+        env={**s3_server.env, "MLFLOW_S3_ENDPOINT_URL": s3_server.url})
     yield url
     server.stop()
 

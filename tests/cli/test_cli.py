@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_docs_index, free_port, run_cli
+from tests.conftest import free_port, run_cli
 
 
 def ok(*args: str, **kw) -> str:
@@ -99,17 +100,70 @@ def test_unreachable_tracking_server(project: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_against_a_real_mlflow_server(project: Path, mlflow_server: str, docs_index: Path) -> None:
+def test_the_production_deployment(project: Path, mlflow_server: str, postgres: str,
+                                   s3_server, s3_env: str, chroma_server,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard production deployment, every server real and started by the tests: MLflow
+    on PostgreSQL with its artifacts on S3, the lakehouse on S3, Chroma as a server. Prompts,
+    the index, chains, an evaluation and a fine-tuned adapter all go there, none to disk."""
+    import boto3
+    import psycopg2
+
+    from llmops.config import load_settings
+    from llmops.finetune import finetune
+    from llmops.lakehouse import read_table
+    from tests.finetune.conftest import fast_config
+
+    host, port = chroma_server
+    text = (project / "llmops.yaml").read_text().replace("  prod:\n", (
+        f"  prod:\n    lakehouse: {s3_env}\n    chroma: {{host: {host}, port: {port}}}\n"))
+    (project / "llmops.yaml").write_text(text + "index:\n  source: kb\n  collection: prod-kb\n")
+    (project / "kb").mkdir()
+    (project / "kb" / "rollouts.md").write_text(
+        "# Rollouts\n\nA rollout sends a share of live traffic to a candidate chain and "
+        "judges it on user feedback before it is promoted.\n")
+    (project / "kb" / "gates.md").write_text(
+        "# Gates\n\nThe promotion gate compares a candidate with production on the golden "
+        "set and promotes it when no metric falls.\n")
+    (project / "eval.jsonl").write_text(
+        '{"question": "What is a rollout?", "expected": "A share of live traffic.", '
+        '"fact": "traffic"}\n')
     env = {"LLMOPS_PROD_TRACKING_URI": mlflow_server}
-    copy_docs_index(docs_index, project, "prod")
     assert "registered qa/1" in ok("--env", "prod", "prompts", "sync", env=env, cwd=project)
     ok("prompts", "alias", "qa", "production", "1", "--env", "prod", env=env, cwd=project)
-    ok("index", "update", "--env", "prod", env=env, cwd=project)
+    assert "added 2" in ok("index", "update", "--env", "prod", env=env, cwd=project)
     logged = ok("chains", "log", "chains/docs_qa.py", "--alias", "staging", "--env", "prod",
                 env=env, cwd=project)
     assert "registered docs-qa/" in logged
-    answer = ok("chains", "invoke", "docs-qa@staging", "What is llmops?", "--json",
+    answer = ok("chains", "invoke", "docs-qa@staging", "What is a rollout?", "--json",
                 "--env", "prod", env=env, cwd=project)
-    assert '"prompt": "qa/1"' in answer
-    # nothing went to the embedded store of that environment
-    assert not (project / ".llmops" / "prod" / "mlflow.db").exists()
+    assert '"prompt": "qa/1"' in answer and "rollouts.md" in answer
+    ok("eval", "run", "--model", "docs-qa@staging", "--dataset", "eval.jsonl", "--env", "prod",
+       env=env, cwd=project)
+    rows = [{"prompt": "What is a rollout?", "completion": "A share of live traffic."}] * 8
+    (project / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("LLMOPS_PROD_TRACKING_URI", mlflow_server)
+    tuned = finetune(load_settings("prod", project), base="tiny", data=project / "sft.jsonl",
+                     progress=False, config=fast_config(epochs=1, eval_fraction=0.0))
+
+    # the lakehouse on S3 holds the evaluation's rows
+    results = read_table(s3_env, "eval_results")
+    assert len(results) and results["model_uri"].str.startswith("models:/docs-qa").all()
+    assert "token_f1" in set(results["metric"])
+    # the tracking server's store is PostgreSQL: what was registered is in its tables
+    with psycopg2.connect(postgres) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name FROM registered_models")
+        names = {r[0] for r in cur.fetchall()}
+    assert {"docs-qa", tuned.model_name} <= names
+    # ... and its artifacts are on S3 (the chain's model, the adapter's weights)
+    s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
+                      aws_access_key_id=s3_server.env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=s3_server.env["AWS_SECRET_ACCESS_KEY"])
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="mlflow-artifacts") for o in page.get("Contents", [])]
+    assert any(k.endswith("MLmodel") for k in keys)
+    assert any("adapter_model.safetensors" in k for k in keys)
+    # nothing went to the embedded stores of that environment
+    prod = project / ".llmops" / "prod"
+    for embedded in ("mlflow.db", "lakehouse", "chroma"):
+        assert not (prod / embedded).exists(), embedded

@@ -326,22 +326,23 @@ def postgres() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str, s3_server: S3Server
-                  ) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str,
+                  artifacts_s3: S3Server) -> Iterator[str]:
     """A real ``mlflow server`` on loopback, started once per session, deployed as in
     production: its store on PostgreSQL, its artifacts on the S3 server (it proxies them, so
     clients need no S3 credentials)."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    bucket = s3_server.bucket("mlflow-artifacts")
+    bucket = artifacts_s3.bucket("mlflow-artifacts")
     server = ServerProcess("mlflow server", [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", postgres,
+        # the driver named: SQLAlchemy's default for postgresql:// is psycopg 3 now
+        "--backend-store-uri", postgres.replace("postgresql://", "postgresql+psycopg2://", 1),
         "--artifacts-destination", f"s3://{bucket}/artifacts",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ], folder, url + "/health", 180,
-        env={**s3_server.env, "MLFLOW_S3_ENDPOINT_URL": s3_server.url})
+        env={**artifacts_s3.env, "MLFLOW_S3_ENDPOINT_URL": artifacts_s3.url})
     yield url
     server.stop()
 
@@ -430,22 +431,24 @@ def _run_cli_in_process(args: tuple[str, ...], env: dict[str, str] | None,
 class S3Server:
     """A real S3 API server (moto's server mode, from PyPI) on a free port, for this session.
 
-    It checks signatures: its first three requests (unauthenticated) make an IAM user and its
-    access key, and every request after them must be signed with that key. ``env`` holds the
-    AWS variables a client needs; ``bucket(name)`` creates a bucket.
+    ``signed``: it checks signatures; its first three requests (unauthenticated) make an IAM
+    user and its access key, and every request after them must be signed with that key.
+    ``env`` holds the AWS variables a client needs; ``bucket(name)`` creates a bucket.
     """
 
-    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], signed: bool) -> None:
         import boto3
 
         self.url, self.proc = url, proc
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="llmops")
-        iam.put_user_policy(UserName="llmops", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="llmops")["AccessKey"]
+        key = {"AccessKeyId": "llmops-test", "SecretAccessKey": "llmops-test-secret"}
+        if signed:
+            iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                               aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+            iam.create_user(UserName="llmops")
+            iam.put_user_policy(UserName="llmops", PolicyName="all", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            key = iam.create_access_key(UserName="llmops")["AccessKey"]
         self.env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
                     "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_REGION": "us-east-1"}
 
@@ -459,20 +462,33 @@ class S3Server:
         return name
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def _s3_server(tmp_path_factory: pytest.TempPathFactory, signed: bool) -> Iterator[S3Server]:
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if signed else {})}
     proc = start_process([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
-                          "-p", str(port)], log, with_parent=True,
-                         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+                          "-p", str(port)], log, with_parent=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/moto-api/", timeout=60, proc=proc, log_path=log,
                       what="the S3 server (moto) to start")
-        yield S3Server(url, proc)
+        yield S3Server(url, proc, signed)
     finally:
         stop_process_tree(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The S3 server of the lakehouse tests, checking signatures."""
+    yield from _s3_server(tmp_path_factory, signed=True)
+
+
+@pytest.fixture(scope="session")
+def artifacts_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The S3 server behind the MLflow server's artifacts. It does not check signatures:
+    MLflow's clients download through presigned URLs, which moto's signature check cannot
+    verify (it answers them 500)."""
+    yield from _s3_server(tmp_path_factory, signed=False)
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def test_unreachable_tracking_server(project: Path) -> None:
 
 
 def test_the_production_deployment(project: Path, mlflow_server: str, postgres: str,
-                                   s3_server, s3_env: str, chroma_server,
+                                   artifacts_s3, s3_env: str, chroma_server,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The standard production deployment, every server real and started by the tests: MLflow
     on PostgreSQL with its artifacts on S3, the lakehouse on S3, Chroma as a server. Prompts,
@@ -117,7 +117,7 @@ def test_the_production_deployment(project: Path, mlflow_server: str, postgres: 
     host, port = chroma_server
     text = (project / "llmops.yaml").read_text().replace("  prod:\n", (
         f"  prod:\n    lakehouse: {s3_env}\n    chroma: {{host: {host}, port: {port}}}\n"))
-    (project / "llmops.yaml").write_text(text + "index:\n  source: kb\n  collection: prod-kb\n")
+    (project / "llmops.yaml").write_text(text + "index:\n  source: kb\n")
     (project / "kb").mkdir()
     (project / "kb" / "rollouts.md").write_text(
         "# Rollouts\n\nA rollout sends a share of live traffic to a candidate chain and "
@@ -156,9 +156,9 @@ def test_the_production_deployment(project: Path, mlflow_server: str, postgres: 
         names = {r[0] for r in cur.fetchall()}
     assert {"docs-qa", tuned.model_name} <= names
     # ... and its artifacts are on S3 (the chain's model, the adapter's weights)
-    s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
-                      aws_access_key_id=s3_server.env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=s3_server.env["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client("s3", endpoint_url=artifacts_s3.url, region_name="us-east-1",
+                      aws_access_key_id=artifacts_s3.env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=artifacts_s3.env["AWS_SECRET_ACCESS_KEY"])
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket="mlflow-artifacts") for o in page.get("Contents", [])]
     assert any(k.endswith("MLmodel") for k in keys)

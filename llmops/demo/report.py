@@ -88,6 +88,8 @@ def summary_lines(settings: Settings, built: dict[str, Any], times: dict[int, fl
     root = Path.cwd()
 
     def rel(path: Path | str) -> str:
+        if "://" in str(path):  # a lakehouse on object storage
+            return str(path)
         path = Path(path)
         try:
             return str(path.relative_to(root))

@@ -137,7 +137,6 @@ class TableAppender:
         data = pa.Table.from_pylist(
             [{name: row.get(name) for name in sch.names} for row in rows], schema=sch
         )
-        schema(self.table)
         uri = table_uri(self.lakehouse, self.table)
         options = storage_options(self.lakehouse)
         if not is_remote(self.lakehouse):

@@ -94,3 +94,16 @@ def test_two_gateways_share_the_tables(project: Path, start_gateway) -> None:
     assert sorted(rows["request_id"]) == sorted(acked)
     feedback = wait_rows(project, "feedback", len(fb), timeout=60)
     assert sorted(feedback["feedback_id"]) == sorted(fb)
+
+    # feedback sent to one gateway for a request the other served (and has flushed) is
+    # accepted, as a replica behind a load balancer gets it; an unknown id is still 404
+    with httpx.Client(base_url=b.url, timeout=30) as h:
+        crossed = h.post("/v1/feedback", json={"request_id": acked_a[0], "rating": -1,
+                                               "correction": "from the other replica"})
+        assert crossed.status_code == 200, crossed.text
+        assert h.post("/v1/feedback", json={"request_id": "not-a-request",
+                                            "rating": 1}).status_code == 404
+    rows = wait_rows(project, "feedback", len(fb) + 1, timeout=60)
+    mine = rows[rows["feedback_id"] == crossed.json()["feedback_id"]]
+    assert list(mine["request_id"]) == [acked_a[0]]
+    assert list(mine["correction"]) == ["from the other replica"]

@@ -112,6 +112,7 @@ class TableAppender:
         self.lakehouse = lakehouse if is_remote(lakehouse) else Path(lakehouse)
         self.table = table
         self._delta: Any = None
+        self._checked = False  # the table's column types were compared with ours
 
     def append(self, rows: list[dict[str, Any]], commit_metadata: dict[str, str] | None = None,
                app_transaction: tuple[str, int] | None = None, *,
@@ -149,10 +150,16 @@ class TableAppender:
                  if commit_metadata or txns else None)
         try:
             target: Any = uri
+            if self._delta is None and not self._checked and table_exists(self.lakehouse,
+                                                                          self.table):
+                self._delta = DeltaTable(uri, storage_options=options)
             if self._delta is not None:
                 if if_unchanged is None:
                     self._delta.update_incremental()
                 target = self._delta
+                if not self._checked:
+                    _check_schema(self.lakehouse, self.table, self._delta)
+                    self._checked = True
             # "merge": a table written before a column was added gains it (older rows read null)
             write_deltalake(target, data, mode="append", schema_mode="merge",
                             commit_properties=props,
@@ -161,6 +168,8 @@ class TableAppender:
                 self._delta = DeltaTable(uri, storage_options=options)
         except Exception as exc:
             self._delta = None  # reopen from the path next time
+            if isinstance(exc, LlmopsError):
+                raise
             if if_unchanged is not None and _is_conflict(exc):
                 raise TableChanged(f"{self.table}: another writer committed '{if_unchanged}' "
                                    "since this one read the table") from exc
@@ -186,6 +195,27 @@ class TableAppender:
         else:
             self._delta.update_incremental()
         return int(self._delta.version())
+
+
+_SAME = {"large_string": "string", "string_view": "string"}
+
+
+def _check_schema(lakehouse: LakehouseRoot, table: str, delta: Any) -> None:
+    """Refuse, before writing anything, a table whose columns have other types than this
+    llmops writes (a table written by another schema, a newer llmops say): Delta's schema
+    merge would otherwise cast the new rows to the table's types without a word."""
+    import pyarrow as pa
+
+    theirs = {f.name: f.type for f in pa.schema(delta.schema().to_arrow())}
+    wrong = [f"{f.name} is {theirs[f.name]} where llmops writes {f.type}"
+             for f in schema(table)
+             if f.name in theirs and _SAME.get(str(theirs[f.name]), str(theirs[f.name]))
+             != _SAME.get(str(f.type), str(f.type))]
+    if wrong:
+        raise LlmopsError(f"the {table} table in the lakehouse {lakehouse} has another schema "
+                          f"({'; '.join(wrong)}): it was written by another version of llmops "
+                          "or another tool; nothing was written (point the lakehouse setting "
+                          "at tables of this version)")
 
 
 class TableChanged(LlmopsError):

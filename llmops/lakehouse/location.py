@@ -77,10 +77,11 @@ def table_exists(root: LakehouseRoot, table: str) -> bool:
 
 
 def remote_error(root: LakehouseRoot, exc: BaseException, doing: str = "reach") -> LlmopsError:
-    """One line saying why the lakehouse at ``root`` could not be used, naming the setting
-    to check; no credential ever appears in it. A folder's errors pass through unchanged."""
-    if not is_remote(root) or isinstance(exc, LlmopsError):
-        return exc if isinstance(exc, LlmopsError) else LlmopsError(str(exc))
+    """One line saying why the lakehouse on object storage at ``root`` could not be used,
+    naming the setting to check; no credential ever appears in it (callers raise a folder's
+    errors as they are)."""
+    if isinstance(exc, LlmopsError):
+        return exc
     text = str(exc)
     for name in _SECRETS:
         value = os.environ.get(name)

@@ -99,7 +99,16 @@ def test_the_gateway_runs_a_command_and_settings_llmops_accepts(tmp_path: Path) 
     assert sub_name == "serve" and ctx.params["env"] == "prod"
     assert sub.make_context(sub_name, rest, parent=ctx).params["config_path"] == endpoint
     config = load_endpoint_config(load_settings("prod", REPO), endpoint)
-    assert config.engine.url == "http://vllm:8000/v1" and config.gateway.log_fsync
+    assert config.gateway.log_fsync
+    # the gateways' engine pool is the vLLM StatefulSet's pods, each by its stable name
+    (engines,) = [r for _, r in RESOURCES if r["kind"] == "StatefulSet"
+                  and r["metadata"]["name"] == "vllm"]
+    name, service = engines["metadata"]["name"], engines["spec"]["serviceName"]
+    port = engines["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert config.engine.urls == [f"http://{name}-{i}.{service}:{port}/v1"
+                                  for i in range(engines["spec"]["replicas"])]
+    assert any(r["kind"] == "Service" and r["metadata"]["name"] == service
+               and r["spec"].get("clusterIP") == "None" for _, r in RESOURCES)
     mounted = {m["mountPath"] for m in
                gateway["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert str(Path(in_pod).parent) in mounted

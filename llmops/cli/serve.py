@@ -18,6 +18,10 @@ __all__ = ["serve"]
               default=None, help="The endpoint settings file (default: serving/endpoint.yaml).")
 @click.option("--host", default=None, help="Gateway bind address (default: serving/endpoint.yaml).")
 @click.option("--port", type=int, default=None, help="Gateway port (default: serving/endpoint.yaml).")
+@click.option("--engine-url", "engine_urls", multiple=True, metavar="URL",
+              help="Serve over the engine already running at URL and start none (repeatable: "
+                   "the gateway spreads requests over the engines, health-checked, keeping a "
+                   "session or prompt prefix on one engine). Overrides engine.url.")
 @click.option("--engine-port", type=int, default=None,
               help="Engine port (default: serving/endpoint.yaml).")
 @click.option("--model", default=None,
@@ -39,8 +43,11 @@ __all__ = ["serve"]
 @env_option
 @click.pass_context
 def serve(ctx: click.Context, config_path: Path | None, host: str | None, port: int | None,
-          engine_port: int | None, engine_args: tuple[str, ...], **engine: Any) -> None:
+          engine_port: int | None, engine_urls: tuple[str, ...], engine_args: tuple[str, ...],
+          **engine: Any) -> None:
     """Start vLLM and the logging gateway in front of it; stop with Ctrl-C or SIGTERM.
+
+    With --engine-url, start no engine: the gateway serves over the engines named.
 
     Engine options override serving/endpoint.yaml for this run.
     """
@@ -50,4 +57,5 @@ def serve(ctx: click.Context, config_path: Path | None, host: str | None, port: 
     if engine_args:
         overrides["extra_args"] = list(engine_args)
     run(settings_from(ctx), endpoint_file=config_path, host=host, port=port, engine_port=engine_port,
-        echo=lambda line: click.echo(line, err=True), engine_overrides=overrides)
+        echo=lambda line: click.echo(line, err=True), engine_overrides=overrides,
+        engine_urls=list(engine_urls) or None)

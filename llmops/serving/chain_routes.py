@@ -18,6 +18,7 @@ from llmops.errors import LlmopsError
 from llmops.serving.admin import ensure_adapter
 from llmops.serving.auth import ApiKey, widget_only
 from llmops.serving.errors import HTTPError
+from llmops.serving.pool import affinity_key
 from llmops.serving.rollouts import Routed
 from llmops.serving.sessions import SESSION_HEADER
 from llmops.serving.state import GatewayState
@@ -123,10 +124,14 @@ def chain_routes(gw: GatewayState) -> list[Route]:
                 if routed is not None:
                     in_rollout = {"rollout_id": routed.rollout_id, "rollout_arm": routed.arm}
             try:
+                # over an engine pool: the caller's session or user, else the question
+                affinity = affinity_key({"user": user, "prompt": question},
+                                        caller=key.name if key is not None else "")
                 if routed is not None:
-                    served = await run_in_threadpool(gw.chains.get_version, name, routed.version)
+                    served = await run_in_threadpool(gw.chains.get_version, name, routed.version,
+                                                     affinity)
                 else:
-                    served = await run_in_threadpool(gw.chains.get, name, alias)
+                    served = await run_in_threadpool(gw.chains.get, name, alias, affinity)
                 if served.adapter_ref and served.adapter not in await gw.upstream.known_models():
                     await ensure_adapter(gw, served.adapter_ref)  # the version it was gated with
                 answer = await run_in_threadpool(gw.chains.answer, served, question)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,15 @@ class ChainServer:
     cannot be reached, the version it last named keeps serving for up to ``alias_stale_s``
     (a short MLflow outage does not stop chain traffic; a promotion takes effect within
     ``alias_refresh_s``).
+
+    Over an engine pool, ``pick(affinity)`` names the engine (its ``/v1`` URL) for a call, and
+    a chain version is loaded once per engine it is sent to (its chat model points there).
     """
 
     def __init__(self, settings: Settings, engine_url: str, served_model: str,
                  max_tokens: int | None = None, api_key_env: str | None = None,
-                 alias_refresh_s: float = 1.0, alias_stale_s: float = 300.0) -> None:
+                 alias_refresh_s: float = 1.0, alias_stale_s: float = 300.0,
+                 pick: Callable[[str], str] | None = None) -> None:
         self.settings = settings
         self.alias_refresh_s = alias_refresh_s
         self.alias_stale_s = alias_stale_s
@@ -48,20 +53,25 @@ class ChainServer:
         self._failed: dict[str, float] = {}  # ref -> when the registry last failed to answer
         self.api_key_env = api_key_env  # where the chat models find the engine's key
         self.engine_url = engine_url
+        self.pick = pick
         self.served_model = served_model
         self.max_tokens = max_tokens
-        self._cache: dict[tuple[str, str], ServedChain] = {}
+        self._cache: dict[tuple[str, str, str], ServedChain] = {}  # (name, version, engine)
         self._lock = threading.Lock()
 
-    def get(self, name: str, alias: str) -> ServedChain:
+    def _engine(self, affinity: str) -> str:
+        return self.engine_url if self.pick is None else self.pick(affinity)
+
+    def get(self, name: str, alias: str, affinity: str = "") -> ServedChain:
         """The chain version ``name@alias`` names now (ModelNotFoundError when none)."""
         from llmops.errors import BadReferenceError, ModelNotFoundError
 
         ref = f"{name}@{alias}"
         now = time.monotonic()
+        engine = self._engine(affinity)
         with self._lock:
             hit = self._aliases.get(ref)
-            cached = self._cache.get(hit[1]) if hit else None
+            cached = self._cache.get((*hit[1], engine)) if hit else None
         if hit and cached is not None and (
                 now - hit[0] < self.alias_refresh_s
                 # the registry failed a moment ago: ask it again after alias_refresh_s, not on
@@ -70,7 +80,7 @@ class ChainServer:
                     and now - hit[0] < self.alias_stale_s)):
             return cached
         try:
-            served = self._load(ref)
+            served = self._load(ref, engine)
         except (ModelNotFoundError, BadReferenceError):
             raise
         except Exception as exc:
@@ -85,25 +95,26 @@ class ChainServer:
             self._aliases[ref] = (now, (served.name, served.version))
         return served
 
-    def get_version(self, name: str, version: str) -> ServedChain:
+    def get_version(self, name: str, version: str, affinity: str = "") -> ServedChain:
         """Version ``version`` of chain ``name`` (a rollout's arm pins one)."""
-        key = (name, str(version))
+        engine = self._engine(affinity)
+        key = (name, str(version), engine)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        return self._load(f"{name}/{version}")
+        return self._load(f"{name}/{version}", engine)
 
-    def _load(self, ref: str) -> ServedChain:
+    def _load(self, ref: str, engine: str) -> ServedChain:
         from llmops.chains.registry import load_at_endpoint
         from llmops.registry import model_version
 
         version = model_version(ref, self.settings)
         name = version.name
-        key = (name, str(version.version))
+        key = (name, str(version.version), engine)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-            model, logged = load_at_endpoint(version, self.engine_url, self.served_model,
+            model, logged = load_at_endpoint(version, engine, self.served_model,
                                              self.max_tokens, self.api_key_env)
             tags = version.tags or {}
             prompt, prompt_version = name_and_version(tags.get("llmops.prompt"))

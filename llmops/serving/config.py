@@ -20,6 +20,7 @@ __all__ = ["AuthConfig", "EndpointConfig", "EngineConfig", "GatewayConfig", "loa
 
 ENDPOINT_FILE = Path("serving") / "endpoint.yaml"
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+_ENGINE_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
 class EngineConfig(BaseModel):
@@ -31,7 +32,10 @@ class EngineConfig(BaseModel):
         None, description="'smollm2', 'tiny', a local model folder, or a model id; default: the "
                           "project's base model (chat_model.model in llmops.yaml).")
     served_model_name: str = Field("base", description="The name clients put in 'model'.")
-    url: str | None = Field(None, description="Use an engine already running here; start none.")
+    url: str | list[str] | None = Field(
+        None, description="Use the engine already running here (or the engines: a list, a pool "
+                          "the gateway spreads requests over, health-checked, with session and "
+                          "prefix affinity); start none.")
     command: list[str] | None = Field(
         None, description="Start this OpenAI-compatible server instead of vLLM: its argument "
                           "list, where {host}, {port}, {model} and {served_model_name} are filled "
@@ -68,6 +72,23 @@ class EngineConfig(BaseModel):
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="KV cache on CPU builds (GiB).")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
     start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | list[str] | None) -> str | list[str] | None:
+        urls = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("engine.url: give at least one engine URL, or leave it unset")
+        for url in urls:
+            if not _ENGINE_URL.match(url):
+                raise ValueError(f"engine.url: {url!r} is not an engine's http(s) URL "
+                                 "(e.g. http://vllm-0.vllm:8000/v1)")
+        return value
+
+    @property
+    def urls(self) -> list[str]:
+        """The engines started elsewhere (``url``), none when llmops starts its own."""
+        return [self.url] if isinstance(self.url, str) else list(self.url or [])
 
     @field_validator("command")
     @classmethod
@@ -114,6 +135,10 @@ class GatewayConfig(BaseModel):
     log_backlog_limit: int = Field(
         100_000, ge=1, description="/readyz turns 503 when this many rows wait for a flush.")
     upstream_timeout_s: float = Field(120, gt=0, description="Engine timeout (then 503).")
+    engine_check_interval_s: float = Field(
+        2.0, gt=0, description="Over several engines (engine.url a list): how often each is "
+                               "health-checked; one that fails leaves the rotation until it "
+                               "answers again.")
     upstream_max_connections: int = Field(
         256, ge=1, description="Engine connections the gateway holds at most (more requests "
                                "wait for one).")
@@ -152,6 +177,11 @@ class GatewayConfig(BaseModel):
         30.0, ge=0, description="How often the gateway judges running rollouts on new "
                                 "evidence (0: only 'llmops rollout evaluate' does).")
     log_flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a Delta commit.")
+    feedback_wait_s: float = Field(
+        5.0, ge=0, description="Feedback for a request this gateway does not know, answered "
+                               "less than this long ago (by another replica, whose log may not "
+                               "have reached the table yet), waits until then for it to land "
+                               "before it is refused (404).")
     log_batch_size: int = Field(512, ge=1, description="Rows per Delta commit at most.")
     log_fsync: bool = Field(
         False, description="Sync each logged row to disk before answering (survives a power "

@@ -11,6 +11,7 @@ a burst of feedback for unknown ids never stalls the streams the gateway relays.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -23,7 +24,7 @@ from starlette.routing import Route
 from llmops.feedback.records import feedback_record_problem
 from llmops.serving.auth import widget_only
 from llmops.serving.errors import HTTPError
-from llmops.serving.request_index import owner_of
+from llmops.serving.request_index import issued_at, owner_of
 from llmops.serving.schema import FeedbackRequest
 from llmops.serving.sessions import SESSION_HEADER
 from llmops.serving.state import GatewayState
@@ -32,6 +33,7 @@ from llmops.serving.wal import utcnow
 __all__ = ["feedback_routes"]
 
 _KIND = {1: "thumbs_up", -1: "thumbs_down"}
+_CLOCK_SKEW_S = 2.0  # how far ahead another replica's clock may be
 
 
 def _validate(payload: dict[str, Any]) -> FeedbackRequest:
@@ -47,12 +49,25 @@ def _validate(payload: dict[str, Any]) -> FeedbackRequest:
 def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route]:
     lookups = asyncio.Semaphore(concurrent_lookups)
 
-    async def owner(request_id: str) -> str | None:
+    async def lookup(request_id: str, fresh: bool = False) -> str | None:
         found = gw.requests.owner_in_memory(request_id)
         if found is not None:
             return found
         async with lookups:
-            return await run_in_threadpool(gw.requests.owner, request_id)
+            return await run_in_threadpool(gw.requests.owner, request_id, fresh)
+
+    async def owner(request_id: str) -> str | None:
+        found = await lookup(request_id)
+        issued = issued_at(request_id)
+        if found is not None or issued is None or issued > time.time() + _CLOCK_SKEW_S:
+            return found  # not an id of ours (a made-up or foreign one): no wait
+        # Answered a moment ago by another replica, whose log has not reached the table yet:
+        # wait for it, until feedback_wait_s after the request was issued.
+        deadline = min(issued, time.time()) + gw.cfg.feedback_wait_s
+        while found is None and time.time() < deadline:
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.time())))
+            found = await lookup(request_id, fresh=True)
+        return found
 
     async def feedback(request: Request) -> Response:
         rid = gw.new_request_id()

@@ -28,6 +28,7 @@ from llmops.serving.feedback_routes import feedback_routes
 from llmops.serving.health import health_routes
 from llmops.serving.openapi import openapi_routes
 from llmops.serving.page import widget_middleware, widget_routes
+from llmops.serving.pool import EnginePool
 from llmops.serving.proxy import proxy_routes
 from llmops.serving.request_index import RequestIndex
 from llmops.serving.rollout_routes import rollout_routes
@@ -57,19 +58,27 @@ class _ServerSend:
 class Gateway:
     """The ASGI app (``gateway.app``) and the state behind it (``gateway.state``).
 
-    ``engine_key`` is sent to the engine with every request; ``engine_alive`` tells
+    ``engine_url`` is the engine, or a list of engines (an :class:`EnginePool` when more than
+    one). ``engine_key`` is sent to the engine with every request; ``engine_alive`` tells
     whether the engine process this gateway started still runs (None: started elsewhere).
     """
 
-    def __init__(self, config: EndpointConfig, env: str, engine_url: str, keys: KeyRing,
+    def __init__(self, config: EndpointConfig, env: str, engine_url: str | list[str], keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
                  adapters: Any = None, engine_key: str | None = None,
                  engine_alive: Callable[[], bool] | None = None,
                  rollouts: RolloutRouter | None = None) -> None:
         check_exposure(config.gateway.host, keys)
-        upstream = Upstream(engine_url, engine_key, config.gateway.upstream_timeout_s,
-                            config.gateway.upstream_keepalive_s,
-                            config.gateway.upstream_max_connections)
+        gw = config.gateway
+        upstream: Upstream | EnginePool
+        if isinstance(engine_url, list) and len(engine_url) > 1:
+            upstream = EnginePool(engine_url, engine_key, gw.upstream_timeout_s,
+                                  gw.upstream_keepalive_s, gw.upstream_max_connections,
+                                  gw.engine_check_interval_s)
+        else:
+            upstream = Upstream(engine_url if isinstance(engine_url, str) else engine_url[0],
+                                engine_key, gw.upstream_timeout_s, gw.upstream_keepalive_s,
+                                gw.upstream_max_connections)
         self.state = GatewayState(config, env, upstream, keys, wal, requests, chains, adapters,
                                   engine_alive, rollouts)
         self.wal = wal

@@ -9,7 +9,9 @@ with exception text.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import aiohttp
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from llmops.serving.auth import require
 from llmops.serving.errors import HTTPError
+from llmops.serving.pool import EnginePool
 from llmops.serving.state import GatewayState
 
 __all__ = ["health_routes"]
@@ -27,6 +30,12 @@ async def engine_check(gw: GatewayState) -> str:
     """``ok``, or why the engine cannot serve."""
     if gw.engine_alive is not None and not gw.engine_alive():
         return "the engine process has exited"
+    if isinstance(gw.upstream, EnginePool):
+        await gw.upstream.check()
+        states = gw.upstream.status().values()
+        up = sum(state == "ok" for state in states)
+        # ready while one engine serves; the others' reasons are in the gateway's log
+        return "ok" if up else f"none of the {len(states)} engines answers"
     try:
         status, _ = await gw.upstream.get("/v1/models", 3)
     except (aiohttp.ClientError, TimeoutError):
@@ -51,20 +60,33 @@ def health_routes(gw: GatewayState) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    last = {"at": -1e9, "engine": ""}
+    last: dict[str, Any] = {"at": -1e9, "engine": "", "asking": None}
 
     async def cached_engine_check() -> str:
-        # /readyz needs no key: a flood of it must not become a flood at the engine
-        now = time.monotonic()
-        if now - last["at"] >= gw.cfg.readiness_cache_s:
-            last["engine"], last["at"] = await engine_check(gw), now
-        return str(last["engine"])
+        # /readyz needs no key: a flood of it must not become a flood at the engine. One
+        # check at a time; callers that arrive while it runs share its answer.
+        if time.monotonic() - last["at"] < gw.cfg.readiness_cache_s:
+            return str(last["engine"])
+        if last["asking"] is None:
+            async def ask() -> str:
+                try:
+                    last["engine"] = await engine_check(gw)
+                    last["at"] = time.monotonic()
+                    return str(last["engine"])
+                finally:
+                    last["asking"] = None
+
+            last["asking"] = asyncio.ensure_future(ask())
+        return str(await asyncio.shield(last["asking"]))
 
     async def readyz(request: Request) -> Response:
         engine, log = await cached_engine_check(), log_check(gw)
         ready = engine == "ok" and log == "ok"
-        return JSONResponse({"ready": ready, "engine": engine, "log": log},
-                            status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "engine": engine, "log": log}
+        if isinstance(gw.upstream, EnginePool):  # how many serve, not where they are
+            states = gw.upstream.status().values()
+            body["engines"] = {"serving": sum(s == "ok" for s in states), "total": len(states)}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         try:  # it names keys, chains and adapters: a key with the metrics scope only

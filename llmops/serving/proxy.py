@@ -22,7 +22,9 @@ from starlette.routing import Route
 from llmops.serving.auth import ApiKey
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import check_generation, with_default_max_tokens
+from llmops.serving.pool import affinity_key
 from llmops.serving.state import GatewayState
+from llmops.serving.upstream import Upstream
 
 __all__ = ["proxy_routes"]
 
@@ -82,12 +84,16 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
     key: ApiKey | None = None
     payload: dict[str, Any] = {}
     slot = False
+    engine: Upstream | None = None  # the engine the request went to (one of a pool's)
 
     def release() -> None:
-        nonlocal slot
+        nonlocal slot, engine
         if slot:
             slot = False
             gw.limiter.release(key)
+        if engine is not None:
+            engine.inflight -= 1
+            engine = None
 
     try:
         # the key's limits first: its rejected requests count as its answered ones do
@@ -112,16 +118,37 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         # the client's own bytes go upstream (a default max_tokens added); the log keeps them
         base = gw.row(rid, endpoint, key, request, model=model, adapter=adapter,
                       end_user=_end_user(payload), request=raw.decode("utf-8", "replace"))
-        try:
-            resp = await gw.upstream.post(endpoint, raw, {"content-type": "application/json",
-                                                          "x-request-id": rid})
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            err = HTTPError(503, f"the engine is unavailable ({exc.__class__.__name__})",
-                            "engine_unavailable")
-            gw.log({**base, "response": err.message, "status": 503,
+        affinity = affinity_key(payload, request.headers.get("x-session-id"),
+                                key.name if key is not None else "")
+        resp, failure = None, None
+        tried: list[Upstream] = []
+        while resp is None and len(tried) < 2:
+            try:
+                engine = gw.upstream.choose(affinity, model, exclude=tried)
+            except HTTPError as err:
+                failure = failure or err
+                break
+            engine.inflight += 1
+            try:
+                resp = await engine.post(endpoint, raw, {"content-type": "application/json",
+                                                         "x-request-id": rid})
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = HTTPError(503, f"the engine is unavailable ({exc.__class__.__name__})",
+                                    "engine_unavailable")
+                if not isinstance(exc, aiohttp.ClientConnectorError):
+                    break
+                # refused: the engine never saw the request, so a pool's next engine may take
+                # it, once (with one engine, the 503 stands)
+                gw.upstream.failed(engine, f"refused a connection ({exc.__class__.__name__})")
+                engine.inflight -= 1
+                tried.append(engine)
+                engine = None
+        if resp is None:
+            failure = failure or HTTPError(503, "the engine is unavailable", "engine_unavailable")
+            gw.log({**base, "response": failure.message, "status": 503,
                     "latency_ms": (time.perf_counter() - start) * 1000})
             release()
-            return err.response(rid)
+            return failure.response(rid)
         if payload.get("stream") and resp.status == 200:
             return _RelayResponse(_Relay(resp, base, start, gw), release, rid)
         answer = await _whole(gw, resp, base, start, rid)

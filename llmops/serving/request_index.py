@@ -3,6 +3,7 @@ is refused (404) and feedback is taken only from the client (key) that made the 
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -12,7 +13,24 @@ from typing import Any
 from llmops.lakehouse import open_table
 from llmops.lakehouse.location import LakehouseRoot
 
-__all__ = ["RequestIndex", "owner_of"]
+__all__ = ["RequestIndex", "issued_at", "new_request_id", "owner_of"]
+
+
+def new_request_id() -> str:
+    """A server's id for a request: 32 hex digits, the first 12 its time in ms (so that any
+    replica can tell a request answered a moment ago, maybe not yet in the table), the other 20
+    random."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def issued_at(request_id: str) -> float | None:
+    """When a :func:`new_request_id` id was issued (seconds since the epoch), else None."""
+    if len(request_id) != 32:
+        return None
+    try:
+        return int(request_id[:12], 16) / 1000
+    except ValueError:
+        return None
 
 
 def owner_of(client: str | None, end_user: str | None) -> str:
@@ -68,15 +86,16 @@ class RequestIndex:
         """Whether the id was answered (memory first, then the table; blocking: call off-loop)."""
         return self.owner(request_id) is not None
 
-    def owner(self, request_id: str) -> str | None:
+    def owner(self, request_id: str, fresh: bool = False) -> str | None:
         """The client that made the request (its key's name, or its address without keys);
-        None where the id is unknown. Memory first, then the table; blocking: call off-loop."""
+        None where the id is unknown. Memory first, then the table (``fresh``: even when the
+        id was unknown a moment ago); blocking: call off-loop."""
         now = time.monotonic()
         with self._lock:
             if request_id in self._ids:
                 return self._ids[request_id]
             seen = self._unknown.get(request_id)
-            if seen is not None and now - seen < self.negative_ttl_s:
+            if seen is not None and now - seen < self.negative_ttl_s and not fresh:
                 return None
         found = self._in_table(request_id)
         with self._lock:

@@ -20,6 +20,7 @@ from llmops.serving.config import EndpointConfig, EngineConfig, load_endpoint_co
 from llmops.serving.engine import Engine, resolve_engine_model
 from llmops.serving.gateway import Gateway
 from llmops.serving.http_protocol import with_header_deadline
+from llmops.serving.pool import EnginePool
 from llmops.serving.request_index import RequestIndex
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.wal import WriteAheadLog
@@ -54,7 +55,7 @@ def gateway_wal(settings: Settings, config: EndpointConfig) -> WriteAheadLog:
                          fsync=config.gateway.log_fsync)
 
 
-def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
+def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str | list[str],
                   adapters: AdapterRegistry | None = None, engine_key: str | None = None,
                   engine_alive: Callable[[], bool] | None = None,
                   wal: WriteAheadLog | None = None) -> Gateway:
@@ -70,17 +71,22 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str,
     wal = wal or gateway_wal(settings, config)
     wal.start()
     connect(settings)
-    root_url = engine_url.rstrip("/").removesuffix("/v1")
-    chains = ChainServer(settings, root_url + "/v1", config.engine.served_model_name,
+    urls = [engine_url] if isinstance(engine_url, str) else engine_url
+    roots = [u.rstrip("/").removesuffix("/v1") for u in urls]
+    chains = ChainServer(settings, roots[0] + "/v1", config.engine.served_model_name,
                          api_key_env=config.engine.api_key_env)
     if adapters is None and config.engine.enable_lora:
         adapters = AdapterRegistry(settings, _engine_model(settings, config),
                                    config.engine.max_lora_rank)
     rollouts = RolloutRouter(settings, config.gateway.rollout_refresh_s,
                              config.gateway.rollout_evaluate_s)
-    return Gateway(config, settings.env, root_url, keys, wal, RequestIndex(settings.lakehouse),
-                   chains, adapters, engine_key=engine_key, engine_alive=engine_alive,
-                   rollouts=rollouts)
+    gateway = Gateway(config, settings.env, roots if len(roots) > 1 else roots[0], keys, wal,
+                      RequestIndex(settings.lakehouse), chains, adapters, engine_key=engine_key,
+                      engine_alive=engine_alive, rollouts=rollouts)
+    pool = gateway.state.upstream
+    if isinstance(pool, EnginePool):  # a chain's calls go to the engine its caller's key picks
+        chains.pick = lambda affinity: pool.choose(affinity).url + "/v1"
+    return gateway
 
 
 def _override_engine(config: EndpointConfig, overrides: dict[str, Any],
@@ -146,16 +152,20 @@ def _settle_garbage_collector() -> None:
 
 def serve(settings: Settings | None = None, host: str | None = None, port: int | None = None,
           echo: Callable[[str], None] = print, endpoint_file: Path | None = None,
-          engine_port: int | None = None, engine_overrides: dict[str, Any] | None = None) -> None:
+          engine_port: int | None = None, engine_overrides: dict[str, Any] | None = None,
+          engine_urls: list[str] | None = None) -> None:
     """Run the engine and the gateway until SIGINT/SIGTERM.
 
     ``engine_overrides`` replace fields of the ``engine`` section (``model``,
-    ``gpu_memory_utilization``, ``attention_backend``, ...) for this run.
+    ``gpu_memory_utilization``, ``attention_backend``, ...) for this run; ``engine_urls``
+    replace ``engine.url``: the gateway starts no engine and serves over those.
     """
     import uvicorn
 
     settings = settings or load_settings()
     config = load_endpoint_config(settings, endpoint_file)
+    if engine_urls:
+        engine_overrides = {**(engine_overrides or {}), "url": list(engine_urls)}
     if engine_overrides:
         config.engine = _override_engine(config, engine_overrides, settings)
     if host:
@@ -178,12 +188,14 @@ def serve(settings: Settings | None = None, host: str | None = None, port: int |
     wal.lock()
     engine: Engine | None = None
     engine_alive: Callable[[], bool] | None = None
-    if config.engine.url:
-        # An engine managed elsewhere: the gateway starts at once, /readyz tells when it is up.
-        engine_url = config.engine.url
+    engine_url: str | list[str]
+    if config.engine.urls:
+        # Engines managed elsewhere: the gateway starts at once, /readyz tells when one is up.
+        engine_url = config.engine.urls
         engine_key = os.environ.get(config.engine.api_key_env)
-        echo(f"using the engine at {engine_url}")
-        _load_at_runtime(engine_url, startup, echo, engine_key)
+        for url in engine_url:
+            echo(f"using the engine at {url}")
+            _load_at_runtime(url, startup, echo, engine_key)
     else:
         model = resolve_engine_model(config.engine, settings.models_dir, settings.root / "docs",
                                      settings.base_model)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,8 @@ from llmops.serving.config import EndpointConfig
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
-from llmops.serving.request_index import RequestIndex, owner_of
+from llmops.serving.pool import EnginePool
+from llmops.serving.request_index import RequestIndex, new_request_id, owner_of
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.sessions import Sessions
 from llmops.serving.upstream import Upstream
@@ -40,7 +40,8 @@ _CHAIN_PATH = re.compile(r"^/v1/chains/[^/]+/invoke$")
 class GatewayState:
     """One gateway's state; ``adapters`` is the adapter registry (None: no adapters)."""
 
-    def __init__(self, config: EndpointConfig, env: str, upstream: Upstream, keys: KeyRing,
+    def __init__(self, config: EndpointConfig, env: str, upstream: Upstream | EnginePool,
+                 keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
                  adapters: Any = None, engine_alive: Callable[[], bool] | None = None,
                  rollouts: RolloutRouter | None = None) -> None:
@@ -63,7 +64,7 @@ class GatewayState:
     @staticmethod
     def new_request_id() -> str:
         """The server's id for a request: the key of its log row, never chosen by the client."""
-        return uuid.uuid4().hex
+        return new_request_id()
 
     @staticmethod
     def client_request_id(request: Request) -> str | None:

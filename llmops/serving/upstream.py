@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,9 +43,23 @@ class Upstream:
         self.keepalive_s = keepalive_s
         self.max_connections = max_connections
         self.retries = 0  # requests sent again after a reused connection was closed under them
+        self.inflight = 0  # requests sent and not yet answered to the end (EnginePool's load)
         self._session: aiohttp.ClientSession | None = None
         self._models: set[str] = set()
         self._models_at = 0.0
+
+    def choose(self, key: str, model: str | None = None,
+               exclude: Iterable[Upstream] = ()) -> Upstream:
+        """The engine for a request: this one (an :class:`EnginePool` chooses among several)."""
+        if any(e is self for e in exclude):
+            raise HTTPError(503, "the engine is unavailable", "engine_unavailable")
+        return self
+
+    def failed(self, engine: Upstream, why: str) -> None:
+        """A request could not reach ``engine`` (one engine: nothing to take out of rotation)."""
+
+    def set_models(self, names: set[str]) -> None:
+        self._models, self._models_at = names, time.monotonic()
 
     def headers(self, **extra: str) -> dict[str, str]:
         out = {"authorization": f"Bearer {self.key}"} if self.key else {}
@@ -119,8 +134,7 @@ class Upstream:
                 status, data = await self.get("/v1/models", 10)
                 if status != 200:
                     raise ValueError(f"status {status}")
-                self._models = {m["id"] for m in orjson.loads(data).get("data", [])}
-                self._models_at = time.monotonic()
+                self.set_models({m["id"] for m in orjson.loads(data).get("data", [])})
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 raise HTTPError(503, "the engine is unavailable", "engine_unavailable") from exc
         return self._models

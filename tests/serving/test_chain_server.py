@@ -25,12 +25,12 @@ def test_an_alias_is_cached_and_outlives_a_short_registry_outage(monkeypatch) ->
     answers: list[object] = [_served("3")]
     calls: list[str] = []
 
-    def load(ref: str) -> ServedChain:
+    def load(ref: str, engine: str) -> ServedChain:
         calls.append(ref)
         got = answers[0]
         if isinstance(got, Exception):
             raise got
-        server._cache[(got.name, got.version)] = got  # noqa: SLF001 - as _load keeps it
+        server._cache[(got.name, got.version, engine)] = got  # noqa: SLF001 - as _load keeps it
         return got
 
     monkeypatch.setattr(server, "_load", load)
@@ -55,6 +55,26 @@ def test_an_alias_is_cached_and_outlives_a_short_registry_outage(monkeypatch) ->
     answers[0] = ModelNotFoundError("no alias")
     with pytest.raises(ModelNotFoundError):
         server.get("qa", "production")
+
+
+def test_over_an_engine_pool_a_chain_is_loaded_once_per_engine_its_callers_pick() -> None:
+    engines = {"alice": "http://vllm-0:8000/v1", "bob": "http://vllm-1:8000/v1"}
+    server = ChainServer(SimpleNamespace(), engines["alice"], "base",
+                         pick=lambda affinity: engines[affinity])
+    loaded: list[tuple[str, str]] = []
+
+    def load(ref: str, engine: str) -> ServedChain:
+        loaded.append((ref, engine))
+        got = ServedChain(name="qa", version="3", model=engine, prompt="qa", prompt_version="1",
+                          index_version="", chat_model="base", adapter=None)
+        server._cache[("qa", "3", engine)] = got  # noqa: SLF001 - as _load keeps it
+        return got
+
+    server._load = load  # type: ignore[method-assign]  # noqa: SLF001
+    assert server.get_version("qa", "3", "alice").model == engines["alice"]
+    assert server.get_version("qa", "3", "bob").model == engines["bob"]
+    assert server.get_version("qa", "3", "alice").model == engines["alice"]  # cached
+    assert loaded == [("qa/3", engines["alice"]), ("qa/3", engines["bob"])]
 
 
 def test_uris_are_cut_to_their_scheme() -> None:

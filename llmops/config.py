@@ -24,6 +24,7 @@ LAKEHOUSE_SCHEMES = ("s3://",)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 __all__ = [
+    "object_store_uri",
     "PROJECT_FILE",
     "ChatModelSettings",
     "EnvironmentConfig",
@@ -256,12 +257,18 @@ def _lakehouse(root: Path, value: str | None, default: Path) -> LakehouseRoot:
     or ``s3://bucket[/prefix]``; any other ``scheme://`` is refused."""
     if not value or "://" not in value:
         return _abs(root, value, default)
+    return object_store_uri(value, "lakehouse")
+
+
+def object_store_uri(value: str, setting: str) -> str:
+    """``s3://bucket[/prefix]``, normalised; ConfigError naming ``setting`` for another
+    scheme or a bad bucket name."""
     if not value.startswith(LAKEHOUSE_SCHEMES):
-        raise ConfigError(f"lakehouse: '{value}' is not supported: use a folder or an "
+        raise ConfigError(f"{setting}: '{value}' is not supported: use a folder or an "
                           "s3://bucket/prefix URI")
     bucket, _, prefix = value.split("://", 1)[1].partition("/")
     if not _BUCKET.match(bucket):
-        raise ConfigError(f"lakehouse: '{bucket}' in '{value}' is not a valid S3 bucket name")
+        raise ConfigError(f"{setting}: '{bucket}' in '{value}' is not a valid S3 bucket name")
     prefix = prefix.strip("/")
     return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
 

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmops.errors import BatchError
+from llmops.config import object_store_uri
+from llmops.errors import BatchError, ConfigError
+from llmops.lakehouse.location import is_remote, remote_error, storage_options
 
-__all__ = ["committed_ids", "describe_input", "input_kind", "read_input", "stable_ids"]
+__all__ = ["committed_ids", "output_location", "describe_input", "input_kind", "read_input", "stable_ids"]
 
 
 def input_kind(source: Any) -> str:
@@ -84,13 +86,38 @@ def read_input(source: Any, id_column: str, required: list[str]) -> Any:
     return ds
 
 
-def committed_ids(output: Path | None, id_column: str) -> set[Any]:
+def output_location(value: str | Path) -> Path | str:
+    """A batch job's output table: a folder, or an ``s3://bucket/prefix`` URI (its credentials
+    from the AWS variables, as the lakehouse's); any other ``scheme://`` is refused."""
+    if "://" not in str(value):
+        return Path(value)
+    try:
+        return object_store_uri(str(value), "--output")
+    except ConfigError as exc:
+        raise BatchError(str(exc)) from None
+
+
+def committed_ids(output: Path | str | None, id_column: str) -> set[Any]:
     """The ids already in the output Delta table (empty when it does not exist yet)."""
-    if output is None or not (Path(output) / "_delta_log").is_dir():
+    if output is None:
         return set()
     from deltalake import DeltaTable
 
-    dataset = DeltaTable(str(output)).to_pyarrow_dataset()
+    try:
+        if is_remote(output):
+            options = storage_options(output)
+            if not DeltaTable.is_deltatable(str(output), storage_options=options):
+                return set()
+            table = DeltaTable(str(output), storage_options=options)
+        elif (Path(output) / "_delta_log").is_dir():
+            table = DeltaTable(str(output))
+        else:
+            return set()
+        dataset = table.to_pyarrow_dataset()
+    except Exception as exc:
+        if is_remote(output):
+            raise remote_error(output, exc, "read the batch output in") from exc
+        raise
     if id_column not in dataset.schema.names:
         raise BatchError(f"output {output} exists but has no '{id_column}' column: it is not "
                          "this job's output; give another --output")

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llmops.batch.io import committed_ids, describe_input, read_input
+from llmops.batch.io import committed_ids, describe_input, output_location, read_input
 from llmops.batch.runtime import RayInfo, ray_session
 from llmops.config import Settings
 from llmops.errors import BatchError
+from llmops.lakehouse.location import is_remote, remote_error, storage_options
 
 __all__ = ["BatchResult", "BatchWorker", "run_batch"]
 
@@ -60,7 +61,7 @@ class BatchResult:
     seconds: float = 0.0
     actors: int = 0
     nodes: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows it processed
-    output: Path | None = None
+    output: Path | str | None = None  # a folder, or an s3:// URI
     frame: Any = None  # the output rows when there is no output table
     run_id: str | None = None
     ray: RayInfo | None = None
@@ -152,7 +153,7 @@ def run_batch(
     settings: Settings,
     *,
     worker_kwargs: dict[str, Any] | None = None,
-    output: Path | None = None,
+    output: Path | str | None = None,
     id_column: str = "id",
     required: list[str] | None = None,
     keep: list[str] | None = None,
@@ -169,8 +170,9 @@ def run_batch(
     keep_frame: bool = True,
     then: Callable[[Any, RayInfo], Any] | None = None,
 ) -> BatchResult:
-    """Run ``worker`` over ``source``'s rows on Ray; write ``output`` (a Delta table folder,
-    appended in commits of ``commit_rows`` rows) or return the rows as ``result.frame``.
+    """Run ``worker`` over ``source``'s rows on Ray; write ``output`` (a Delta table: a folder
+    or an ``s3://`` URI, appended in commits of ``commit_rows`` rows) or return the rows as
+    ``result.frame``.
 
     ``keep`` input columns are copied to the output beside the id. ``on_commit`` is called
     with each committed chunk (a pandas frame) after its commit, for side tables or a store
@@ -187,7 +189,7 @@ def run_batch(
     if batch_size < 1 or commit_rows < 1:
         raise BatchError("batch_size and commit_rows must be at least 1")
     keep = [c for c in (keep or []) if c != id_column]
-    result = BatchResult(job=job, output=Path(output) if output is not None else None)
+    result = BatchResult(job=job, output=output_location(output) if output is not None else None)
     start = time.perf_counter()
     with ray_session(settings) as info:
         result.ray = info
@@ -273,7 +275,13 @@ def _commit(result: BatchResult, chunk: Any, worker: type[BatchWorker], frames: 
     else:
         from deltalake import write_deltalake
 
-        write_deltalake(str(result.output), _arrow(chunk, worker), mode="append")
+        try:
+            write_deltalake(str(result.output), _arrow(chunk, worker), mode="append",
+                            storage_options=storage_options(result.output))
+        except Exception as exc:
+            if is_remote(result.output):
+                raise remote_error(result.output, exc, "write the batch output to") from exc
+            raise
     result.commits += 1
     if on_commit is not None:
         on_commit(chunk)

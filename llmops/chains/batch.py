@@ -26,7 +26,7 @@ from llmops.registry import model_version
 __all__ = ["batch_run"]
 
 
-def batch_run(ref: str, source: Any, settings: Settings, output: Path | None = None, *,
+def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | None = None, *,
               endpoint: str | None = None, question_column: str = "question",
               id_column: str = "id", keep: list[str] | None = None, actors: int | None = None,
               concurrency: int = 4, batch_size: int = 16, max_error_share: float = 0.1,
@@ -35,7 +35,8 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | None = N
               engine_kwargs: dict[str, Any] | None = None) -> BatchResult:
     """Answer every row of ``source`` with the registered chain ``ref`` (NAME@ALIAS, NAME/V).
 
-    ``output`` is a Delta table folder (a rerun skips the rows it holds) or None for a frame.
+    ``output`` is a Delta table, a folder or an ``s3://`` URI (a rerun skips the rows it
+    holds), or None for a frame.
     With ``log`` every answered row goes to ``inference_log`` with endpoint ``batch``.
     With ``vllm`` the chain's model runs as vLLM inside the job (``engines`` engines, each on
     a GPU where the cluster has them; see :mod:`llmops.batch.vllm`), not at an endpoint.

@@ -21,8 +21,9 @@ def batch() -> None:
 @click.argument("ref", metavar="CHAIN@ALIAS")
 @click.option("--input", "source", required=True, type=click.Path(path_type=Path, exists=True),
               help="A Delta table folder, Parquet (file or folder) or JSON lines (.jsonl).")
-@click.option("--output", required=True, type=click.Path(path_type=Path),
-              help="The output Delta table folder; a rerun skips the rows it already holds.")
+@click.option("--output", required=True,
+              help="The output Delta table: a folder, or s3://bucket/prefix (credentials from "
+                   "the AWS variables); a rerun skips the rows it already holds.")
 @click.option("--endpoint", default=None, envvar="LLMOPS_ENDPOINT_URL",
               help="Gateway URL the chain's chat model calls (default: the chain as logged).")
 @click.option("--question-column", default="question", show_default=True)
@@ -44,7 +45,7 @@ def batch() -> None:
               help="vLLM engines with --vllm (data parallel).")
 @env_option
 @click.pass_context
-def run(ctx: click.Context, ref: str, source: Path, output: Path, endpoint: str | None,
+def run(ctx: click.Context, ref: str, source: Path, output: str, endpoint: str | None,
         question_column: str, id_column: str, keep: tuple[str, ...], actors: int | None,
         concurrency: int, batch_size: int, max_error_share: float, no_log: bool,
         vllm: bool, engines: int) -> None:

@@ -168,3 +168,29 @@ def test_a_killed_run_resumes_with_no_row_twice_and_none_missing(settings, proje
     assert table["id"].is_unique
     assert set(table["id"]) == {f"row-{i:04d}" for i in range(400)}
     assert table["error"].isna().all()
+
+
+def test_an_output_on_s3_is_written_resumed_and_refused_when_bad(settings, s3_env: str) -> None:
+    from deltalake import DeltaTable
+
+    from llmops.lakehouse import LakehouseError
+    from llmops.lakehouse.location import storage_options
+
+    out = f"{s3_env}/shouted"
+    first = run_batch("shout", _rows(40), Shout, settings, output=out, required=["text"],
+                      batch_size=10, actors=1, commit_rows=20, progress=False, mlflow_run=False)
+    assert (first.rows, first.commits) == (40, 2)
+    again = run_batch("shout", _rows(50), Shout, settings, output=out, required=["text"],
+                      batch_size=10, actors=1, progress=False, mlflow_run=False)
+    assert (again.skipped, again.rows) == (40, 10)  # a rerun answers only the new rows
+    table = DeltaTable(out, storage_options=storage_options(out)).to_pandas()
+    assert len(table) == 50 and table["id"].is_unique
+    assert sorted(table["shout"]) == sorted(f"TEXT {i}" for i in range(50))
+    with pytest.raises(BatchError, match=r"--output: 'No_Such' .* not a valid S3 bucket name"):
+        run_batch("shout", _rows(3), Shout, settings, output="s3://No_Such/x", required=["text"],
+                  progress=False, mlflow_run=False)
+    missing = "s3://llmops-no-such-bucket/out"
+    with pytest.raises(LakehouseError, match=r"the bucket does not exist") as refused:
+        run_batch("shout", _rows(3), Shout, settings, output=missing, required=["text"],
+                  progress=False, mlflow_run=False)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(refused.value)

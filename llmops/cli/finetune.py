@@ -46,6 +46,7 @@ def run(ctx: click.Context, base: str | None, method: str | None, data: str | No
     from llmops.finetune import finetune as run_finetune
     from llmops.finetune import launch_command, load_finetune_config
     from llmops.finetune.launch import needs_launch
+    from llmops.processes import die_with_parent
 
     settings = settings_from(ctx)
     config = load_finetune_config(config_file, settings, base_model=base, method=method,
@@ -55,7 +56,8 @@ def run(ctx: click.Context, base: str | None, method: str | None, data: str | No
             (ctx.find_root().obj or {}).get("env"), base, method, data, config_file, alias, progress))
         click.echo(f"launching {config.distributed.num_processes} processes: {' '.join(cmd)}",
                    err=True)
-        ctx.exit(subprocess.call(cmd))
+        # the launcher (and the training processes it starts) dies with this command
+        ctx.exit(subprocess.call(cmd, preexec_fn=die_with_parent))  # noqa: PLW1509
     result = run_finetune(settings, config=config, progress=progress,
                           echo=lambda line: click.echo(line, err=True))
     m = result.metrics

@@ -67,6 +67,10 @@ def _problem(err: ErrorDetails, payload: dict[str, Any], kind: str, model: type[
         if err["type"] == "too_long" and len(loc) == 1:
             return (f"'messages' holds {len(payload['messages'])} messages; this endpoint's cap "
                     f"is {cfg.max_messages}")
+        if err["type"] == "too_many_parts" or (err["type"] == "too_long" and len(loc) > 2
+                                               and loc[2] == "content"):
+            return (f"the messages hold more than {cfg.max_messages} content parts in all; "
+                    f"this endpoint's cap is {cfg.max_messages}")
         if len(loc) > 2 and loc[2] == "role":
             return f"messages[{loc[1]}].role must be one of {', '.join(ROLES)}"
         if len(loc) > 2 and loc[2] == "content":
@@ -98,7 +102,12 @@ def check_generation(payload: dict[str, Any], kind: str, cfg: GatewayConfig) -> 
     try:
         model.model_validate(payload)
     except ValidationError as exc:
-        raise HTTPError(400, _problem(exc.errors()[0], payload, kind, model, cfg)) from None
+        errors = exc.errors()
+        # of a union's members (a content string or a list of parts), the one the value was
+        # meant as: not the member whose type it is not
+        first = next((e for e in errors if e["loc"][:-1] == errors[0]["loc"][:-1]
+                      and not e["type"].endswith("_type")), errors[0])
+        raise HTTPError(400, _problem(first, payload, kind, model, cfg)) from None
 
 
 def with_default_max_tokens(payload: dict[str, Any], raw: bytes, default: int) -> bytes:

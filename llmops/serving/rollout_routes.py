@@ -40,7 +40,9 @@ def rollout_routes(gw: GatewayState) -> list[Route]:
     async def rollout_analysis(request: Request) -> Response:
         key, slot = None, False
         try:
-            key, slot = gw.admit(request, "invoke", "/v1/rollouts/{name}/analysis")
+            # the versions, the split and each arm's evidence: an operator's or a canary
+            # controller's (admin or metrics), not an application's
+            key, slot = gw.admit(request, ("admin", "metrics"), "/v1/rollouts/{name}/analysis")
             name = request.path_params["name"]
             found = await run_in_threadpool(read, name)
             if found is None:

@@ -58,7 +58,7 @@ class RolloutRouter:
             return None
         subject = (f"{client}/user:{user}" if user and state.spec.sticky_by == "user"
                    else client)
-        arm = assign_arm(state.rollout_id, subject, state.share)
+        arm = assign_arm(state.rollout_id, subject, state.share, state.mlflow_run_id)
         return Routed(state.candidate if arm == "candidate" else state.production,
                       state.rollout_id, arm, state.spec.reveal_arm)
 

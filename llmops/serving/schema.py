@@ -85,8 +85,14 @@ def text_length(content: Any) -> int:
     return 0
 
 
-def _all_text_at_most(cap: int) -> AfterValidator:
+def _all_text_at_most(cap: int, max_parts: int) -> AfterValidator:
     def check(messages: list[Message]) -> list[Message]:
+        # empty parts cost nothing in characters but each is work: they count as messages do
+        parts = sum(len(m.content) if isinstance(m.content, list) else 1 for m in messages)
+        if parts > max_parts:
+            raise PydanticCustomError("too_many_parts", "the messages hold {parts} content "
+                                      "parts; this endpoint's cap is {cap}",
+                                      {"parts": parts, "cap": max_parts})
         length = sum(text_length(m.content) for m in messages)
         if length > cap:
             raise PydanticCustomError("prompt_too_long", "the prompt is {length} characters; "
@@ -201,15 +207,17 @@ def _build(max_tokens_cap: int, max_n: int, max_logprobs: int, max_prompts: int,
     text = Annotated[str, Field(max_length=max_prompt_chars)]
     message = create_model(
         "Message", __base__=Message,
-        content=(Annotated[str, Field(max_length=max_prompt_chars)] | list[ContentPart] | None,
-                 None))
+        content=(Annotated[str, Field(max_length=max_prompt_chars)]
+                 | Annotated[list[ContentPart], Field(max_length=max_messages)] | None, None))
     common = {**_generation_fields(max_tokens_cap, max_n, max_logprobs), **_sampling_fields()}
     chat_fields = {
         "model": _MODEL_FIELD,
-        "messages": (Annotated[list[message], _all_text_at_most(max_prompt_chars)],  # type: ignore[valid-type]
+        "messages": (Annotated[list[message],  # type: ignore[valid-type]
+                               _all_text_at_most(max_prompt_chars, max_messages)],
                      Field(min_length=1, max_length=max_messages,
-                           description=f"At most {max_messages} messages, all their text "
-                                       f"together at most {max_prompt_chars} characters")),
+                           description=f"At most {max_messages} messages (and content parts "
+                                       "in all), all their text together at most "
+                                       f"{max_prompt_chars} characters")),
         **common,
         "logprobs": (bool | None, None),
     }

@@ -34,3 +34,18 @@ def test_raising_the_share_never_moves_a_user_back_to_production() -> None:
     assert all(0 <= bucket("r", u) < 10_000 for u in users)
     assert {assign_arm("r", u, 0) for u in users} == {"production"}
     assert {assign_arm("r", u, 100) for u in users} == {"candidate"}
+
+
+def test_without_the_rollouts_secret_a_caller_cannot_tell_a_users_arm() -> None:
+    """A caller who knows the rollout's id (answers name it) and computes the hash itself
+    picks users that land in the candidate no more often than chance: the gateways key the
+    hash with the rollout's secret (its MLflow run id), which callers never see."""
+    users = [f"user-{i}" for i in range(4000)]
+    guessed = [u for u in users if assign_arm("docs-qa-1", u, 50) == "candidate"]
+    landed = sum(assign_arm("docs-qa-1", u, 50, "f3a9c2e1d4b5") == "candidate" for u in guessed)
+    assert 0.45 < landed / len(guessed) < 0.55  # a coin's odds, not the 100% the guess aimed at
+    # with the secret every gateway still agrees, and the share still holds
+    assert [assign_arm("docs-qa-1", u, 50, "f3a9c2e1d4b5") for u in users[:50]] == [
+        assign_arm("docs-qa-1", u, 50, "f3a9c2e1d4b5") for u in users[:50]]
+    share = sum(assign_arm("r", u, 25, "s") == "candidate" for u in users) / len(users)
+    assert abs(share - 0.25) < 0.03

@@ -333,6 +333,11 @@ def test_the_openai_routes_forward_only_allowed_fields() -> None:
          "messages[0]: 'tool_calls' is not a field this gateway forwards to the engine"),
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
          "messages[0].content must be a string or a list of text parts ({type: text, text})"),
+        # empty text parts: 0 characters each, but each is work; they count as messages do
+        ([{"role": "user", "content": [{"type": "text", "text": ""}] * 9}],
+         "the messages hold more than 8 content parts in all; this endpoint's cap is 8"),
+        ([{"role": "user", "content": [{"type": "text", "text": ""}] * 5}] * 2,
+         "the messages hold more than 8 content parts in all; this endpoint's cap is 8"),
     ):
         with pytest.raises(HTTPError) as err:
             check_generation({"model": "m", "messages": messages}, "chat", cfg)
@@ -340,6 +345,8 @@ def test_the_openai_routes_forward_only_allowed_fields() -> None:
     with pytest.raises(HTTPError) as err:
         check_generation({"model": "m", "messages": msgs, "stop": ["a"] * 9}, "chat", cfg)
     assert err.value.status == 400 and err.value.message.startswith("'stop': ")
+    check_generation({"model": "m", "messages": [  # 8 parts in all: at the cap, accepted
+        {"role": "user", "content": [{"type": "text", "text": "a"}] * 4}] * 2}, "chat", cfg)
     # an operator may allow a field for callers who need it: then it is forwarded as sent
     check_generation({"model": "m", "messages": msgs, "response_format": {"type": "json_object"}},
                      "chat", GatewayConfig(extra_fields=["response_format"]))

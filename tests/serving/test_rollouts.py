@@ -238,7 +238,10 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     by_arm: dict[str, list[str]] = {"production": [], "candidate": []}
     for i in range(1000):
         # the subject: the client (no keys here: the address), and the user it names
-        arm = assign_arm(second.rollout_id, f"addr:127.0.0.1/user:user-{i}", second.share)
+        # (the assignment's key is the rollout's MLflow run id, read here from the table as
+        # the gateways read it; a caller never sees it)
+        arm = assign_arm(second.rollout_id, f"addr:127.0.0.1/user:user-{i}", second.share,
+                         second.mlflow_run_id)
         if len(by_arm[arm]) < spec.min_requests:
             by_arm[arm].append(f"user-{i}")
     asked = _ask_all(ha, by_arm["production"] + by_arm["candidate"])
@@ -276,6 +279,10 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
         assert app.status_code == 403 and "is in a rollout" in app.json()["error"]["message"]
         assert hk.post("/v1/chains/docs-qa/invoke", json=ask,
                        headers={"Authorization": "Bearer k-adm"}).status_code == 200
+        # the analysis (versions, split, each arm's evidence) is an operator's, not an app's
+        path = "/v1/rollouts/docs-qa/analysis"
+        assert hk.get(path, headers={"Authorization": "Bearer k-app"}).status_code == 403
+        assert hk.get(path, headers={"Authorization": "Bearer k-adm"}).status_code == 200
     keyed.stop()
     out = run_cli("rollout", "abort", "docs-qa", "--reason", "release freeze", cwd=project)
     assert out.returncode == 0, out.stderr

@@ -190,6 +190,30 @@ def test_one_subject_adds_at_most_its_cap_of_verdicts(settings, tmp_path: Path) 
     assert (per_key["candidate"].rated, per_key["candidate"].up) == (4 + 4 + 2, 3 + 4)
 
 
+def test_one_request_rated_many_times_counts_once_its_last_verdict(settings, tmp_path: Path
+                                                                    ) -> None:
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    from llmops.lakehouse import append_rows, inference_row
+    from llmops.rollouts import collect_evidence
+
+    _two_versions(settings, tmp_path)
+    started = start_rollout("qa", "2", settings, RolloutSpec(steps=[50, 100]))
+    now = datetime.now(timezone.utc)
+    rid = uuid.uuid4().hex
+    append_rows(settings.lakehouse, "inference_log", [inference_row(
+        rid, "/v1/chains/qa/invoke", ts=now, status=200, latency_ms=5.0, client="app",
+        end_user="mallory", rollout_id=started.rollout_id, rollout_arm="candidate", env="dev")])
+    # fifty thumbs up on one answer, then a change of mind
+    append_rows(settings.lakehouse, "feedback", [
+        {"feedback_id": uuid.uuid4().hex, "request_id": rid,
+         "ts": now + timedelta(milliseconds=i + 1), "rating": 1 if i < 50 else -1}
+        for i in range(51)])
+    cand = collect_evidence(settings.lakehouse, started)["candidate"]
+    assert (cand.requests, cand.rated, cand.up) == (1, 1, 0)
+
+
 def test_a_rollout_that_needs_approval_waits_for_a_person(settings, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

@@ -56,6 +56,15 @@ def test_keys_from_env_and_file(tmp_path: Path, monkeypatch) -> None:
     k1, k2, k3 = ring.find("k1"), ring.find("k2"), ring.find("k3")
     assert ring.allows(k1, "invoke") and not ring.allows(k1, "admin")
     assert ring.allows(k2, "feedback") and k3.name == "ci" and ring.find("nope") is None
+    # limits ship on: a key that sets none gets the defaults (32 in flight, 600 a minute);
+    # one that sets null has none
+    assert (k1.max_concurrent, k1.requests_per_minute) == (32, 600)
+    assert (k3.max_concurrent, k3.requests_per_minute) == (32, 600)
+    (tmp_path / "keys.yaml").write_text(
+        "keys:\n  - {name: ci, key: k3, scopes: [feedback], max_concurrent: null, "
+        "requests_per_minute: 5}\n")
+    k3 = load_keys(AuthConfig(keys_env="KEYS", keys_file="keys.yaml"), tmp_path).find("k3")
+    assert (k3.max_concurrent, k3.requests_per_minute) == (None, 5)
     monkeypatch.setenv("KEYS", "secret-value=everything")
     with pytest.raises(ConfigError) as err:
         load_keys(AuthConfig(keys_env="KEYS"), tmp_path)

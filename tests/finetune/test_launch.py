@@ -77,7 +77,7 @@ def test_cli_relaunches_itself_through_the_launcher(settings, monkeypatch) -> No
         monkeypatch.delenv(var, raising=False)
     (settings.root / "ddp.yaml").write_text("distributed: {strategy: ddp, num_processes: 2}\n")
     launched: list[list[str]] = []
-    monkeypatch.setattr(finetune_cli.subprocess, "call", lambda cmd: launched.append(cmd) or 0)
+    monkeypatch.setattr(finetune_cli.subprocess, "call", lambda cmd, **kw: launched.append(cmd) or 0)
     result = CliRunner().invoke(cli, ["--env", "dev", "finetune", "run", "--config", "ddp.yaml",
                                       "--method", "sft", "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -63,10 +63,10 @@ class _Engine(BaseHTTPRequestHandler):
 def test_slow_clients_are_dropped_connections_capped_and_readiness_cached(project: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    engine_url = f"http://127.0.0.1:{server.server_address[1]}"
     port = free_port()
-    write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
-                   send_timeout_s=3, readiness_cache_s=30, header_timeout_s=1,
-                   limit_concurrency=3)
+    # readiness first, on a gateway whose connection cap (64) lets 20 callers in at once
+    write_endpoint(project, engine_url, port, readiness_cache_s=30, limit_concurrency=64)
     gw = GatewayProcess(project, port).wait_ready()
     try:
         from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +80,14 @@ def test_slow_clients_are_dropped_connections_capped_and_readiness_cached(projec
         with httpx.Client(base_url=gw.url, timeout=30) as h:
             assert all(h.get("/readyz").status_code == 200 for _ in range(20))
         assert _Engine.models_asked - before == 1  # 40 checks, one question to the engine
+    finally:
+        gw.stop()
+
+    port = free_port()
+    write_endpoint(project, engine_url, port, send_timeout_s=3, readiness_cache_s=30,
+                   header_timeout_s=1, limit_concurrency=3)
+    gw = GatewayProcess(project, port).wait_ready()
+    try:
 
         # headers sent a byte at a time and never finished (slowloris): closed at the deadline
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -121,5 +129,44 @@ def test_slow_clients_are_dropped_connections_capped_and_readiness_cached(projec
         with httpx.Client(base_url=gw.url, timeout=30) as h:
             assert h.get("/healthz").status_code == 200  # the gateway serves on
     finally:
+        gw.stop()
+        server.shutdown()
+
+
+def test_sigterm_with_a_stream_nobody_reads_stops_the_gateway_at_its_shutdown_timeout(
+        project: Path) -> None:
+    """A client that never reads holds its stream far past ``shutdown_timeout_s`` (its send
+    timeout here is two minutes): SIGTERM still stops the gateway at the shutdown timeout,
+    and what it acknowledged before is in the tables."""
+    import signal
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
+                   send_timeout_s=120, shutdown_timeout_s=2)
+    gw = GatewayProcess(project, port).wait_ready()
+    body = json.dumps({"model": "base", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    stalled = socket.socket()
+    try:
+        posted = _Engine.posts
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until(lambda: _Engine.posts - posted == 1, timeout=30,
+                   what="the stream to reach the engine")
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        code = gw.proc.wait(timeout=90)
+        took = time.monotonic() - started
+        assert took < 60, took  # the shutdown timeout (2 s) and the flush, not the send timeout
+        assert code == 0, gw.output()[-2000:]
+        rows = read_rows(project, "inference_log")
+        assert list(rows["endpoint"]) == ["/v1/chat/completions"], rows
+    finally:
+        stalled.close()
         gw.stop()
         server.shutdown()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,29 @@ def test_gateway_survives_schema_fuzzing(start_gateway, project: Path) -> None:
         response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS,
                                                   timeout=60)
         assert response.status_code == 400, response.text
+    # the attacks of docs/serving.md's security section that fit a request body: each is a
+    # documented 400, refused before the engine or the log sees it
+    chat_op = schema["/v1/chat/completions"]["POST"]
+    empty = {"role": "user", "content": ""}
+    parts = {"role": "user", "content": [{"type": "text", "text": ""}] * 300}
+    for attack in ({"messages": [empty] * 300}, {"messages": [parts]},
+                   {"messages": [empty], "logit_bias": {"1": 100}},
+                   {"messages": [empty], "prompt_logprobs": 20},
+                   {"messages": [empty], "vllm_xargs": {"x": 1}},
+                   {"messages": [empty], "priority": -100}):
+        case = chat_op.Case(body={"model": "base", **attack})
+        response = case.call_and_validate(base_url=gw.url, headers=AUTH, checks=CHECKS,
+                                          timeout=60)
+        assert response.status_code == 400, (sorted(attack), response.text)
+    # a cross-site "simple" POST (text/plain, no preflight) is refused, whatever it holds
+    plain = urllib.request.Request(
+        gw.url + "/v1/feedback", json.dumps({"request_id": known_ids[0], "rating": 1}).encode(),
+        method="POST", headers={**AUTH, "content-type": "text/plain"})
+    try:
+        urllib.request.urlopen(plain, timeout=60)
+        raise AssertionError("a text/plain body was accepted")
+    except urllib.error.HTTPError as err:
+        assert err.code == 415
     fuzzed = time.monotonic() - started
     assert acknowledged, "no fuzzed feedback reached the 200 path"
 

@@ -13,6 +13,76 @@ import pytest
 from tests.conftest import run_cli
 
 
+def _engine_cores(pid: int) -> list:
+    import psutil
+
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for proc in tree:
+        try:
+            if "EngineCore" in " ".join(proc.cmdline()) + proc.name():
+                out.append(proc)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project: Path) -> None:
+    """``kill -9`` of a ``batch run --vllm`` driver once its engine is up: the local Ray it
+    started, Ray's workers and vLLM's EngineCore (a child of a worker, which Ray does not
+    stop) all end within a minute; nothing outlives the driver."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from llmops.processes import wait_until
+
+    (project / "q.jsonl").write_text(json.dumps({"id": "q0", "question": "What is MLflow?"}) + "\n")
+    log = (project / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "llmops"), "batch", "run", "docs-qa@production",
+         "--input", "q.jsonl", "--output", "out", "--vllm", "--actors", "1"],
+        cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    tree: list = []
+    try:
+        cores = wait_until(lambda: _engine_cores(driver.pid), timeout=600, interval=0.5,
+                           proc=driver, log_path=project / "driver.log",
+                           what="vLLM's EngineCore to start", error=AssertionError)
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        assert all(c in tree for c in cores)
+        driver.send_signal(signal.SIGKILL)  # the driver alone, not its process group
+        driver.wait(timeout=30)
+
+        def left() -> list:
+            alive = []
+            for proc in tree:
+                try:
+                    if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(proc)
+                except psutil.NoSuchProcess:
+                    pass
+            return alive
+
+        wait_until(lambda: not left(), timeout=90, interval=1,
+                   what="the driver's processes (EngineCore included) to end",
+                   error=AssertionError)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for proc in tree:  # a failed test leaves nothing running either
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        log.close()
+
+
 @pytest.mark.slow
 def test_vllm_in_the_job_answers_from_the_chains_request(production_chain, settings,
                                                         project: Path, engine) -> None:

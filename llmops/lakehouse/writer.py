@@ -116,7 +116,7 @@ class TableAppender:
 
     def append(self, rows: list[dict[str, Any]], commit_metadata: dict[str, str] | None = None,
                app_transaction: tuple[str, int] | None = None, *,
-               if_unchanged: str | None = None) -> int:
+               if_unchanged: str | None = None, _attempt: int = 0) -> int:
         """See ``append_rows``.
 
         ``if_unchanged`` (an app id) makes the commit conditional: it lands only if no commit
@@ -170,6 +170,10 @@ class TableAppender:
             self._delta = None  # reopen from the path next time
             if isinstance(exc, LlmopsError):
                 raise
+            if if_unchanged is None and _attempt < 5 and _lost_the_create(exc):
+                # two writers created the table at once: the other's version 0 stands, and
+                # this append goes on top of it (Delta cannot rebase a creating commit)
+                return self.append(rows, commit_metadata, app_transaction, _attempt=_attempt + 1)
             if if_unchanged is not None and _is_conflict(exc):
                 raise TableChanged(f"{self.table}: another writer committed '{if_unchanged}' "
                                    "since this one read the table") from exc
@@ -224,6 +228,11 @@ class TableChanged(LlmopsError):
 
 def _is_conflict(exc: BaseException) -> bool:
     return type(exc).__name__ == "CommitFailedError"
+
+
+def _lost_the_create(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return _is_conflict(exc) and ("protocol changed" in text or "metadata changed" in text)
 
 
 def read_table(lakehouse: LakehouseRoot, table: str, columns: list[str] | None = None,

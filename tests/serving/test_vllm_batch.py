@@ -127,8 +127,11 @@ def test_vllm_in_the_job_answers_from_the_chains_request(production_chain, setti
         # can flip with the batch a request was decoded in (measured: 2 of 6 answers equal
         # in full, one differing from its first token). The first token is still among the
         # engine's five likeliest for the same prompt, settings and weights.
+        # A first token that is part of a character's UTF-8 bytes decodes alone to nothing
+        # (in the engine's top tokens) and, with the next one's bytes missing, to U+FFFD.
         answer = row["answer"].lstrip()
-        assert len(answer) > 8 and any(t and answer.startswith(t) for t in tops), (
+        partial = answer.startswith("\ufffd") and any(not t or "\ufffd" in t for t in tops)
+        assert len(answer) > 8 and (partial or any(t and answer.startswith(t) for t in tops)), (
             rid, tops, answer[:40])
 
     log = read_table(settings.lakehouse, "inference_log")

@@ -27,6 +27,12 @@ from tests.serving.conftest import GatewayProcess, read_rows, write_endpoint
 
 EVENT = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "x" * 200}}]}
                                ).encode() + b"\n\n"
+_BODY = json.dumps({"model": "base", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}).encode()
+# a streamed chat request, written to a raw socket by clients that then never read
+STREAM_REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\n"
+                  + f"Content-Length: {len(_BODY)}\r\n\r\n".encode() + _BODY)
 
 
 class _Engine(BaseHTTPRequestHandler):
@@ -97,18 +103,13 @@ def test_slow_clients_are_dropped_connections_capped_and_readiness_cached(projec
             assert time.monotonic() - started < 20  # at its deadline, not the socket's timeout
         assert "no whole request headers within 1 s" in gw.output()
 
-        body = json.dumps({"model": "base", "stream": True,
-                           "messages": [{"role": "user", "content": "hi"}]}).encode()
-        request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   b"Content-Type: application/json\r\n"
-                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         stalled = [socket.socket() for _ in range(2)]
         try:
             posted = _Engine.posts
             for sock in stalled:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 sock.connect(("127.0.0.1", port))
-                sock.sendall(request)  # and never read: the gateway's writes stall
+                sock.sendall(STREAM_REQUEST)  # and never read: the gateway's writes stall
             wait_until(lambda: _Engine.posts - posted == 2, timeout=30,
                        what="both streams to reach the engine")
             # two streams held, and this third connection: limit_concurrency (3) is reached
@@ -146,16 +147,12 @@ def test_sigterm_with_a_stream_nobody_reads_stops_the_gateway_at_its_shutdown_ti
     write_endpoint(project, f"http://127.0.0.1:{server.server_address[1]}", port,
                    send_timeout_s=120, shutdown_timeout_s=2)
     gw = GatewayProcess(project, port).wait_ready()
-    body = json.dumps({"model": "base", "stream": True,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
     stalled = socket.socket()
     try:
         posted = _Engine.posts
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", port))
-        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        b"Content-Type: application/json\r\n"
-                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        stalled.sendall(STREAM_REQUEST)  # and never read
         wait_until(lambda: _Engine.posts - posted == 1, timeout=30,
                    what="the stream to reach the engine")
         started = time.monotonic()

@@ -59,19 +59,8 @@ def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project
         driver.send_signal(signal.SIGKILL)  # the driver alone, not its process group
         driver.wait(timeout=30)
 
-        def left() -> list:
-            alive = []
-            for proc in tree:
-                try:
-                    if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                        alive.append(proc)
-                except psutil.NoSuchProcess:
-                    pass
-            return alive
-
-        wait_until(lambda: not left(), timeout=90, interval=1,
-                   what="the driver's processes (EngineCore included) to end",
-                   error=AssertionError)
+        _, alive = psutil.wait_procs(tree, timeout=90)
+        assert not alive, [(p.pid, p.name()) for p in alive]  # EngineCore included
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -157,6 +157,9 @@ class EnvironmentConfig(BaseModel):
         None, description="Overrides the project's chat model in this environment."
     )
     ray: RaySettings = Field(default_factory=RaySettings)
+    retention_days: int | None = Field(None, ge=1, description=(
+        "Keep lakehouse rows this many days: `llmops tables retain` deletes older ones by "
+        "default, and feedback datasets never read them (default: keep forever)."))
 
 
 class ProjectConfig(BaseModel):
@@ -193,6 +196,7 @@ class Settings(BaseModel):
     chat_model: ChatModelSettings
     index: IndexConfig
     ray: RaySettings = RaySettings()
+    retention_days: int | None = None  # rows older than this many days are not kept or read
 
     @property
     def state_dir(self) -> Path:
@@ -327,4 +331,5 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
         chat_model=cfg.chat_model or project.chat_model,
         index=project.index,
         ray=cfg.ray,
+        retention_days=cfg.retention_days,
     )

@@ -39,8 +39,8 @@ def test_indexing_and_lakehouse_exports() -> None:
     assert set(llmops.lakehouse.__all__) == {
         "LakehouseError", "LakehouseLockTimeout", "TABLES", "TableAppender", "TableChanged",
         "append_rows", "check_row", "inference_row", "is_remote", "lakehouse_lock",
-        "name_and_version", "open_table", "optimize_tables", "read_table", "schema",
-        "table_exists", "table_path", "vacuum_tables",
+        "name_and_version", "open_table", "optimize_tables", "read_table", "retain_tables",
+        "schema", "table_exists", "table_path", "vacuum_tables",
     }
     assert set(llmops.lakehouse.TABLES) == {
         "inference_log", "feedback", "eval_results", "index_runs", "monitoring", "rollouts"}

@@ -72,3 +72,48 @@ def vacuum(ctx: click.Context, names: tuple[str, ...], retention_hours: float | 
                 click.echo(f"  {f}")
     if not results:
         click.echo(f"no tables in {settings.lakehouse}")
+
+
+@tables.command()
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Delete rows older than N days (default: the environment's retention_days).")
+@_TABLE
+@click.option("--dry-run", is_flag=True, help="Count the rows that would go; delete nothing.")
+@click.option("--purge-now", is_flag=True,
+              help="Also delete the files that held the deleted rows now, instead of at the "
+                   "next run after an hour.")
+@env_option
+@click.pass_context
+def retain(ctx: click.Context, days: int | None, names: tuple[str, ...], dry_run: bool,
+           purge_now: bool) -> None:
+    """Delete the rows older than the retention (one Delta delete per table), then their files.
+
+    A vacuum with a 1 hour retention follows the delete: it removes the files earlier
+    deletes (and optimizes) replaced, never a file a running write is about to commit. The
+    files this delete replaced go at the next run, or at once with --purge-now, which
+    deletes exactly those files (safe while the gateway writes; a reader still scanning a
+    version from before the delete loses them). Time travel reaches back one hour after it.
+    """
+    from llmops.lakehouse import retain_tables
+
+    settings = settings_from(ctx)
+    days = days if days is not None else settings.retention_days
+    if days is None:
+        raise click.UsageError(f"give --days, or set retention_days for the environment "
+                               f"'{settings.env}' in llmops.yaml")
+    results = retain_tables(settings.lakehouse, days, list(names) or None, dry_run=dry_run,
+                            purge_now=purge_now)
+    for r in results:
+        if r["skipped"]:
+            click.echo(f"{r['table']}: skipped ({r['skipped']})")
+        elif dry_run:
+            click.echo(f"{r['table']}: would delete {r['rows_deleted']} rows with "
+                       f"{r['column']} before {r['cutoff'].isoformat()}")
+        else:
+            pending = (f"; {r['files_pending']} replaced files go at the next run after an hour"
+                       if r["files_pending"] else "")
+            click.echo(f"{r['table']}: deleted {r['rows_deleted']} rows with {r['column']} "
+                       f"before {r['cutoff'].isoformat()}; removed {len(r['files_removed'])} "
+                       f"files ({r['bytes_removed']} bytes){pending}")
+    if not results:
+        click.echo(f"no tables in {settings.lakehouse}")

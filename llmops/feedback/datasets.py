@@ -25,7 +25,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +111,11 @@ def _question(request: str) -> tuple[str, list[dict[str, str]] | None]:
     return str(body.get("prompt", "")), None
 
 
+def _utc(when: datetime) -> datetime:
+    """``when`` with a time zone (a naive time is UTC, as the tables store it)."""
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def build_dataset(
     kind: Kind,
     out: Path,
@@ -122,14 +127,24 @@ def build_dataset(
     adapter: str | None = None,
     redact: Callable[[str], str] | None = redact_personal_data,
 ) -> DatasetReport:
-    """Write the ``kind`` dataset to ``out`` (JSON lines, replaced atomically)."""
+    """Write the ``kind`` dataset to ``out`` (JSON lines, replaced atomically).
+
+    With the environment's ``retention_days`` set, feedback and requests older than that
+    are never read, even while still in the tables (before ``llmops tables retain`` runs).
+    """
     if kind not in ("eval", "sft", "kto"):
         raise LlmopsError(f"unknown dataset kind '{kind}': use eval, sft or kto")
     settings = settings or load_settings()
+    # nothing older than the environment's retention, whether or not `tables retain` has run
+    kept_since = (datetime.now(timezone.utc) - timedelta(days=settings.retention_days)
+                  if settings.retention_days else None)
+    if kept_since is not None and (since is None or _utc(since) < kept_since):
+        since = kept_since
     feedback = read_table(settings.lakehouse, "feedback", since=since, until=until)
     n_feedback = len(feedback)
     # only the requests this feedback rates (a request is older than its feedback: no window)
-    log = read_table(settings.lakehouse, "inference_log", request_ids=feedback["request_id"])
+    log = read_table(settings.lakehouse, "inference_log", request_ids=feedback["request_id"],
+                     since=kept_since)
     # the latest piece of feedback on a request wins
     feedback = feedback.sort_values("ts").drop_duplicates("request_id", keep="last")
     log = log[log["status"] == 200].drop_duplicates("request_id", keep="last")

@@ -205,3 +205,36 @@ def test_an_sft_row_renders_the_prompt_the_chain_served(settings, project: Path,
     full = tok.apply_chat_template(chat["prompt"] + chat["completion"], tokenize=False)
     prompt = tok.apply_chat_template(served, add_generation_prompt=True, tokenize=False)
     assert full.startswith(prompt) and full[len(prompt):].startswith(fix)
+
+
+def test_feedback_older_than_the_retention_is_never_read(project: Path, tmp_path: Path) -> None:
+    """With retention_days set, old feedback still in the table (``tables retain`` has not
+    run) and feedback on a request older than the retention stay out of every dataset."""
+    from llmops.config import load_settings
+
+    now = datetime.now(timezone.utc)
+    settings = load_settings(root=project)
+    append_rows(settings.lakehouse, "inference_log", [
+        {**log_row("old", "An old question?", "Old."), "ts": now - timedelta(days=40)},
+        {**log_row("aged", "An aged question?", "Aged."), "ts": now - timedelta(days=31)},
+        {**log_row("new", "A new question?", "New."), "ts": now - timedelta(days=1)},
+    ])
+    append_rows(settings.lakehouse, "feedback", [
+        {**fb("f-old", "old", 1, 0, correction="Old fix."), "ts": now - timedelta(days=35)},
+        {**fb("f-aged", "aged", 1, 0), "ts": now - timedelta(days=2)},  # its request is too old
+        {**fb("f-new", "new", 1, 0), "ts": now},
+    ])
+    build_dataset("eval", tmp_path / "all.jsonl", settings)
+    assert {r["request_id"] for r in read(tmp_path / "all.jsonl")} == {"old", "aged", "new"}
+
+    text = (project / "llmops.yaml").read_text()
+    (project / "llmops.yaml").write_text(text.replace("  dev: {}", "  dev:\n    retention_days: 30"))
+    kept = load_settings(root=project)
+    assert kept.retention_days == 30
+    report = build_dataset("eval", tmp_path / "kept.jsonl", kept,
+                           since=now - timedelta(days=365))  # an earlier since does not reach back
+    assert [r["request_id"] for r in read(tmp_path / "kept.jsonl")] == ["new"]
+    assert report.feedback_rows == 2  # f-old was not read
+    out = run_cli("feedback", "dataset", "--kind", "sft", "--out", "data/sft.jsonl", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert [r["request_id"] for r in read(project / "data" / "sft.jsonl")] == ["new"]

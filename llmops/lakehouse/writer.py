@@ -174,6 +174,11 @@ class TableAppender:
                 # two writers created the table at once: the other's version 0 stands, and
                 # this append goes on top of it (Delta cannot rebase a creating commit)
                 return self.append(rows, commit_metadata, app_transaction, _attempt=_attempt + 1)
+            if (if_unchanged is None and app_transaction is None and _attempt < 5
+                    and _is_conflict(exc) and "deleted data" in str(exc)):
+                # a delete (``tables retain``) committed first: a blind append read no row it
+                # removed, so it goes on top of the delete as it is
+                return self.append(rows, commit_metadata, _attempt=_attempt + 1)
             if if_unchanged is not None and _is_conflict(exc):
                 raise TableChanged(f"{self.table}: another writer committed '{if_unchanged}' "
                                    "since this one read the table") from exc

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.errors import ConfigError
+from llmops.privacy import RedactionSettings
 from llmops.yamlfile import load_yaml_model
 
 # A lakehouse root: a folder (Path) or an object-store URI (str, one of LAKEHOUSE_SCHEMES).
@@ -153,6 +154,10 @@ class EnvironmentConfig(BaseModel):
         "Delta tables: a folder (default .llmops/<env>/lakehouse) or an s3://bucket/prefix URI "
         "(credentials from the AWS variables)."))
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+    redaction: RedactionSettings = Field(
+        default_factory=RedactionSettings,
+        description="Personal data and secrets redacted before the gateway stores requests, "
+                    "answers and feedback (on by default in every environment but dev).")
     chat_model: ChatModelSettings | None = Field(
         None, description="Overrides the project's chat model in this environment."
     )
@@ -191,6 +196,8 @@ class Settings(BaseModel):
     artifact_location: str
     lakehouse: LakehouseRoot  # a folder, or an s3:// URI (a str)
     chroma: ChromaSettings
+    # `enabled` decided for the environment (llmops.privacy.redactor_for reads it)
+    redaction: RedactionSettings = RedactionSettings(enabled=False)
     prompts_dir: Path
     models_dir: Path
     chat_model: ChatModelSettings
@@ -326,6 +333,7 @@ def load_settings(env: str | None = None, root: Path | str | None = None) -> Set
         artifact_location=artifacts or "",
         lakehouse=_lakehouse(root_path, cfg.lakehouse, state / "lakehouse"),
         chroma=chroma,
+        redaction=cfg.redaction.resolved(name),
         prompts_dir=_abs(root_path, project.prompts_dir, root_path / "prompts"),
         models_dir=_abs(root_path, project.models_dir, root_path / ".llmops" / "models"),
         chat_model=cfg.chat_model or project.chat_model,

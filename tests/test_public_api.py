@@ -158,3 +158,12 @@ def test_import_finetune_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+def test_privacy_exports() -> None:
+    import llmops.privacy
+
+    assert set(llmops.privacy.__all__) == {
+        "ENTITIES", "RedactionSettings", "Redactor", "redactor_for", "redacts_by_default"}
+    for name in llmops.privacy.__all__:
+        assert hasattr(llmops.privacy, name), name

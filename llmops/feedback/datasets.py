@@ -14,7 +14,9 @@ only the question: they get no ``messages`` and train on the bare question.
 ``prompt`` is always the question (a chat's last user message).
 
 The latest feedback per request wins, identical pairs collapse to one row, and a
-redaction hook runs over every text before anything is written.
+redaction hook runs over every text before anything is written: the environment's
+redaction (``llmops.privacy``, Presidio) where it redacts, then ``redact`` (by default
+``redact_personal_data``, a regex for e-mail addresses and phone numbers).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Literal
 from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError
 from llmops.lakehouse import read_table
+from llmops.privacy import redactor_for
 
 __all__ = ["DatasetReport", "build_dataset", "redact_personal_data"]
 
@@ -116,6 +119,16 @@ def _utc(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _cleaner(redact: Callable[[str], str] | None, settings: Settings) -> Callable[[str], str]:
+    """``redact``, after the environment's own redaction where it redacts (whatever the hook:
+    rows logged before redaction was switched on hold personal data still)."""
+    hook = redact or (lambda text: text)
+    redactor = redactor_for(settings)
+    if redactor is None:
+        return hook
+    return lambda text: hook(redactor.redact(text))
+
+
 def build_dataset(
     kind: Kind,
     out: Path,
@@ -152,7 +165,7 @@ def build_dataset(
         if wanted is not None:
             log = log[log[column] == wanted]
     joined = feedback.merge(log, on="request_id", suffixes=("_feedback", ""))
-    clean = redact or (lambda text: text)
+    clean = _cleaner(redact, settings)
 
     rows: list[dict[str, Any]] = []
     for rec in joined.sort_values("ts").to_dict("records"):

@@ -25,6 +25,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.feedback.records import feedback_problem
 from llmops.lakehouse import append_rows, name_and_version, open_table
+from llmops.privacy import redactor_for
 from llmops.registry import model_version
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
@@ -206,6 +207,10 @@ def record_feedback(
     comment = (comment.strip() or None) if isinstance(comment, str) else comment
     _check(rating, score, correction, comment)
     settings = settings or load_settings()
+    redactor = redactor_for(settings)  # what is written is redacted where the env redacts
+    if redactor is not None:
+        correction = redactor.redact(correction) if correction else correction
+        comment = redactor.redact(comment) if comment else comment
     run = None
     if answer.run_id or answer.trace_id:
         from mlflow import MlflowClient
@@ -236,13 +241,15 @@ def record_feedback(
                           f"{exc}; nothing was recorded") from exc
     if not logged:
         params = run.data.params if run is not None else {}
+        request = json.dumps(answer.inputs, ensure_ascii=False, default=str)
         _append(settings, "inference_log", {
             "request_id": answer.request_id, "ts": now, "env": settings.env, "endpoint": SOURCE,
             "model": answer.model or params.get("chat_model"), "chain": answer.chain,
             "chain_version": answer.chain_version, "prompt": answer.prompt,
             "prompt_version": answer.prompt_version,
-            "request": json.dumps(answer.inputs, ensure_ascii=False, default=str),
-            "response": answer.answer, "status": 200, "latency_ms": answer.latency_ms,
+            "request": redactor.redact_json_text(request) if redactor else request,
+            "response": redactor.redact(answer.answer) if redactor else answer.answer,
+            "status": 200, "latency_ms": answer.latency_ms,
             "client": answer.run_id, "index_version": answer.index_version,
         }, "nothing was recorded")
     row = {

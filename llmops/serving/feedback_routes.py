@@ -96,7 +96,8 @@ def feedback_routes(gw: GatewayState, concurrent_lookups: int = 4) -> list[Route
         feedback_id = uuid.uuid4().hex
         gw.wal.append("feedback", {
             "feedback_id": feedback_id, "request_id": target, "ts": utcnow(), "rating": rating,
-            "score": score, "correction": record.correction, "comment": record.comment,
+            "score": score, "correction": gw.redact(record.correction),
+            "comment": gw.redact(record.comment),
             "source": record.source or "api", "user": record.user or (key.name if key else None),
         })
         gw.metrics.feedback.labels(kind=_KIND.get(rating, "score" if score else "text")).inc()

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
+from llmops.privacy import Redactor
 from llmops.serving.admin import admin_routes
 from llmops.serving.auth import HostCheck, KeyRing, allowed_hosts, auth_middleware, check_exposure
 from llmops.serving.chain_routes import chain_routes
@@ -60,14 +61,16 @@ class Gateway:
 
     ``engine_url`` is the engine, or a list of engines (an :class:`EnginePool` when more than
     one). ``engine_key`` is sent to the engine with every request; ``engine_alive`` tells
-    whether the engine process this gateway started still runs (None: started elsewhere).
+    whether the engine process this gateway started still runs (None: started elsewhere);
+    ``redactor`` redacts what is stored (``llmops.privacy``; None: stored as sent).
     """
 
     def __init__(self, config: EndpointConfig, env: str, engine_url: str | list[str], keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
                  adapters: Any = None, engine_key: str | None = None,
                  engine_alive: Callable[[], bool] | None = None,
-                 rollouts: RolloutRouter | None = None) -> None:
+                 rollouts: RolloutRouter | None = None,
+                 redactor: Redactor | None = None) -> None:
         check_exposure(config.gateway.host, keys)
         gw = config.gateway
         upstream: Upstream | EnginePool
@@ -80,7 +83,7 @@ class Gateway:
                                 engine_key, gw.upstream_timeout_s, gw.upstream_keepalive_s,
                                 gw.upstream_max_connections)
         self.state = GatewayState(config, env, upstream, keys, wal, requests, chains, adapters,
-                                  engine_alive, rollouts)
+                                  engine_alive, rollouts, redactor)
         self.wal = wal
         self.app = _ServerSend(Starlette(
             routes=[*proxy_routes(self.state), *chain_routes(self.state),

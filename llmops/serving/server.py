@@ -13,6 +13,7 @@ from typing import Any
 
 from llmops.config import Settings, load_settings
 from llmops.errors import ConfigError
+from llmops.privacy import redactor_for
 from llmops.serving.adapters import AdapterRegistry, LoadedAdapter
 from llmops.serving.auth import check_exposure, load_keys
 from llmops.serving.chains import ChainServer
@@ -80,9 +81,12 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str | 
                                    config.engine.max_lora_rank)
     rollouts = RolloutRouter(settings, config.gateway.rollout_refresh_s,
                              config.gateway.rollout_evaluate_s)
+    redactor = redactor_for(settings)
+    if redactor is not None:
+        redactor.warm_up()  # Presidio loads in seconds: before the first request, not during it
     gateway = Gateway(config, settings.env, roots if len(roots) > 1 else roots[0], keys, wal,
                       RequestIndex(settings.lakehouse), chains, adapters, engine_key=engine_key,
-                      engine_alive=engine_alive, rollouts=rollouts)
+                      engine_alive=engine_alive, rollouts=rollouts, redactor=redactor)
     pool = gateway.state.upstream
     if isinstance(pool, EnginePool):  # a chain's calls go to the engine its caller's key picks
         chains.pick = lambda affinity: pool.choose(affinity).url + "/v1"

@@ -17,6 +17,7 @@ import orjson
 from starlette.requests import Request
 
 from llmops.lakehouse import inference_row
+from llmops.privacy import Redactor
 from llmops.serving.auth import ApiKey, KeyRing, require
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
@@ -24,6 +25,7 @@ from llmops.serving.errors import HTTPError
 from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
 from llmops.serving.pool import EnginePool
+from llmops.serving.redaction import RedactionCounter, redacted_row
 from llmops.serving.request_index import RequestIndex, new_request_id, owner_of
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.sessions import Sessions
@@ -44,7 +46,8 @@ class GatewayState:
                  keys: KeyRing,
                  wal: WriteAheadLog, requests: RequestIndex, chains: ChainServer | None = None,
                  adapters: Any = None, engine_alive: Callable[[], bool] | None = None,
-                 rollouts: RolloutRouter | None = None) -> None:
+                 rollouts: RolloutRouter | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.cfg = config.gateway
         self.env = env
         self.base_model = config.engine.served_model_name
@@ -60,6 +63,9 @@ class GatewayState:
         self.metrics = GatewayMetrics()
         self.sessions = Sessions()  # widget sessions (llmops.serving.sessions)
         self.served_chains: set[str] = set()  # names answered at least once: metric labels
+        self.redactor = redactor  # what is stored is redacted (None: stored as sent)
+        if redactor is not None:
+            self.metrics.registry.register(RedactionCounter(redactor))
 
     @staticmethod
     def new_request_id() -> str:
@@ -134,10 +140,16 @@ class GatewayState:
 
     def log(self, row: dict[str, Any]) -> None:
         """Make ``row`` durable (write-ahead log), remember its id and count it."""
-        full = {"env": self.env, "ts": utcnow(), **row}
+        full = {"env": self.env, "ts": utcnow(), **redacted_row(self.redactor, row)}
         self.wal.append("inference_log", full)
         self.requests.add(row["request_id"], owner_of(row.get("client"), row.get("end_user")))
         self.metrics.observe(full, self.metric_labels(full))
+
+    def redact(self, text: str | None) -> str | None:
+        """``text`` as it may be stored (feedback's comment or correction)."""
+        if self.redactor is None or text is None:
+            return text
+        return self.redactor.redact(text)
 
     def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,
                   http: Request, payload: dict[str, Any], latency_ms: float,

@@ -238,3 +238,25 @@ def test_feedback_older_than_the_retention_is_never_read(project: Path, tmp_path
     out = run_cli("feedback", "dataset", "--kind", "sft", "--out", "data/sft.jsonl", cwd=project)
     assert out.returncode == 0, out.stderr
     assert [r["request_id"] for r in read(project / "data" / "sft.jsonl")] == ["new"]
+
+
+def test_an_environment_that_redacts_redacts_its_datasets_too(settings, tmp_path: Path) -> None:
+    """Rows logged before redaction was switched on hold personal data: the environment's
+    redactor (Presidio) runs over every text, before the hook, whatever the hook."""
+    from llmops.privacy import RedactionSettings
+
+    redacting = settings.model_copy(update={"redaction": RedactionSettings(enabled=True)})
+    append_rows(settings.lakehouse, "inference_log", [log_row(
+        "p1", "I am ada@example.com, card 4111 1111 1111 1111: refund me?",
+        "Refunded to GB82WEST12345698765432.")])
+    append_rows(settings.lakehouse, "feedback", [
+        fb("p", "p1", -1, 1, correction="Refunded; key sk-proj-Canary1234567890abcdefXYZ")])
+    for redact in (None, "default"):
+        out = tmp_path / f"sft-{redact}.jsonl"
+        if redact is None:
+            build_dataset("sft", out, redacting, redact=None)
+        else:
+            build_dataset("sft", out, redacting)
+        [row] = read(out)
+        assert row["prompt"] == "I am <EMAIL_ADDRESS>, card <CREDIT_CARD>: refund me?"
+        assert row["completion"] == "Refunded; key <API_KEY>"

@@ -8,7 +8,8 @@ second where vLLM's CPU build takes half a minute, and, like vLLM, it:
 - serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (a fixed answer, one "token" per
   word, cut at ``max_tokens``; streamed as server-sent events when asked), the response's ``id``
   naming the engine (``chatcmpl-<name>-...``, ``--name``, default the port) so that a test
-  sees which engine of a pool answered;
+  sees which engine of a pool answered; with ``--echo`` the answer is the last user message
+  (the privacy tests: personal data in the answer as in the prompt);
 - like a batching engine, runs at most ``--max-num-seqs`` requests at once, each token taking
   ``--token-ms`` (0: at once), the others waiting in a queue (for the replica benchmark);
 - keeps a child process in its process group, as vLLM keeps its engine core, so that a test
@@ -35,6 +36,7 @@ class Handler(BaseHTTPRequestHandler):
     key = ""
     name = ""
     token_s = 0.0
+    echo = False
     slots = threading.BoundedSemaphore(1_000_000)
     protocol_version = "HTTP/1.1"
 
@@ -69,7 +71,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(401, {"error": "Unauthorized"})
         if self.path != "/v1/chat/completions":
             return self._send(404, {"error": "the stub engine serves only chat"})
-        words = ANSWER.split()
+        users = [m.get("content") for m in body.get("messages", [])
+                 if isinstance(m, dict) and m.get("role") == "user"]
+        echoed = users[-1] if self.echo and users and isinstance(users[-1], str) else ""
+        words = (echoed or ANSWER).split()
         cap = int(body.get("max_tokens") or len(words))
         # a longer answer than ANSWER repeats it (the benchmark asks for many tokens)
         tokens = [words[i % len(words)] for i in range(cap)] if body.get("stream") else words[:cap]
@@ -125,10 +130,12 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=1_000_000,
                         help="Requests served at once; the others wait.")
     parser.add_argument("--token-ms", type=float, default=0.0, help="Time per answer token.")
+    parser.add_argument("--echo", action="store_true", help="Answer with the last user message.")
     args = parser.parse_args()
     Handler.model, Handler.key = args.served_model_name, os.environ.get("VLLM_API_KEY", "")
     Handler.name = args.name or str(args.port)
     Handler.token_s = args.token_ms / 1000
+    Handler.echo = args.echo
     Handler.slots = threading.BoundedSemaphore(args.max_num_seqs)
     # the "engine core": same process group, outlives this process unless the group is stopped
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])

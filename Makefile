@@ -44,6 +44,13 @@ POSTGRES := /usr/lib/postgresql
 $(POSTGRES):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 
+# The alert rules and the dashboard in serving/ are checked offline with promtool (Debian's
+# prometheus package; nothing runs as a service).
+PROMTOOL := /usr/bin/promtool
+
+$(PROMTOOL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
 # The layer contract first (pyproject.toml, [tool.importlinter]): an import that breaks the
 # shape fails the build and names the offending chain. Then the tests on TEST_WORKERS pytest-xdist
 # workers, a test file to a worker (most of them wait on servers and subprocesses: one worker
@@ -57,7 +64,7 @@ $(POSTGRES):
 TEST_WORKERS ?= 2
 DEMO_TEST := tests/test_demo.py
 
-test: $(STAMP) $(CHROMIUM) $(POSTGRES)
+test: $(STAMP) $(CHROMIUM) $(POSTGRES) $(PROMTOOL)
 	$(BIN)/lint-imports
 	cache=$$(mktemp -d); rc=0; export LLMOPS_TEST_CACHE=$$cache; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \

@@ -13,6 +13,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from llmops.errors import ChainError
+from llmops.telemetry import chat_span_name, content_capture, set_usage, tracer
+from llmops.telemetry.genai import OPERATION, PROVIDER, REQUEST_MODEL
 
 __all__ = ["build_qa_chain", "format_context", "served_messages"]
 
@@ -41,6 +43,19 @@ def _read_version(docs: list[Document], retriever: BaseRetriever | None) -> str 
     return str(current()) if callable(current) else None
 
 
+def _provider(chat_model: Any) -> str:
+    """``gen_ai.provider.name`` of a chat model: the engine behind an OpenAI-compatible one."""
+    base = str(getattr(chat_model, "openai_api_base", None) or "")
+    if not base:
+        return "transformers" if hasattr(chat_model, "model_path") else "unknown"
+    return "openai" if "api.openai.com" in base else "vllm"
+
+
+def _model_name(chat_model: Any) -> str | None:
+    name = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None)
+    return str(name) if isinstance(name, str) and name else None
+
+
 def build_qa_chain(
     prompt: BasePromptTemplate,
     chat_model: BaseChatModel | Runnable[Any, Any],
@@ -64,17 +79,41 @@ def build_qa_chain(
         raise ChainError("the prompt takes {{context}} but the chain has no retriever")
     if retriever is not None and not wants_context:
         raise ChainError("the chain has a retriever but its prompt takes no {{context}}")
-    generate = chat_model | StrOutputParser()
+    to_text = StrOutputParser()
+    model_name, provider = _model_name(chat_model), _provider(chat_model)
 
     def retrieve(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        docs = retriever.invoke(state["question"], config) if retriever else []
-        read = _read_version(docs, retriever) if retriever else None
+        if retriever is None:
+            return {**state, "docs": [], "context": format_context([]), "index_version": None}
+        # a child of the caller's span (the gateway's request), where there is one
+        with tracer().start_as_current_span("retrieval", attributes={
+                OPERATION: "retrieval", "gen_ai.retrieval.top_k": int(
+                    getattr(retriever, "k", 0) or 0)}) as span:
+            docs = retriever.invoke(state["question"], config)
+            read = _read_version(docs, retriever)
+            if span.is_recording():
+                span.set_attribute("llmops.retrieval.documents", len(docs))
+                if read:
+                    span.set_attribute("llmops.index.version", read)
+                if content_capture():
+                    span.set_attribute("gen_ai.retrieval.query.text", state["question"])
         return {**state, "docs": docs, "context": format_context(docs), "index_version": read}
 
     def respond(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        from opentelemetry.trace import SpanKind
+
         inputs = {k: state[k] for k in prompt.input_variables}
         rendered = prompt.invoke(inputs, config)
-        text = generate.invoke(rendered, config)
+        attributes = {OPERATION: "chat", PROVIDER: provider}
+        if model_name:
+            attributes[REQUEST_MODEL] = model_name
+        # the model call's span: its context goes to the engine as traceparent (chat_models)
+        with tracer().start_as_current_span(chat_span_name("chat", model_name),
+                                            kind=SpanKind.CLIENT, attributes=attributes) as span:
+            message = chat_model.invoke(rendered, config)
+            usage = getattr(message, "usage_metadata", None) or {}
+            set_usage(span, usage.get("input_tokens"), usage.get("output_tokens"))
+        text = to_text.invoke(message, config)
         sources: list[str] = []
         for d in state["docs"]:
             src = str(d.metadata.get("source", ""))

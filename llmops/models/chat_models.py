@@ -167,6 +167,8 @@ def build_chat_model(
         raise MissingExtraError("langchain-openai", "openai") from exc
     if not settings.base_url:
         raise ChatModelError("chat_model.base_url is required when chat_model.kind is 'openai'")
+    import openai
+
     return ChatOpenAI(
         model=settings.model,
         base_url=settings.base_url,
@@ -175,7 +177,16 @@ def build_chat_model(
         max_completion_tokens=settings.max_tokens,
         timeout=settings.timeout_s,
         max_retries=1,
+        # the caller's trace goes with each request, so that the engine's spans join it
+        http_client=openai.DefaultHttpxClient(event_hooks={"request": [_send_trace_context]}),
     )
+
+
+def _send_trace_context(request: Any) -> None:
+    """Put the current span's ``traceparent`` on an outgoing request (none without a span)."""
+    from opentelemetry import propagate
+
+    propagate.inject(request.headers)
 
 
 class DeferredCall:

@@ -8,6 +8,7 @@ import re
 import time
 from typing import Any
 
+from opentelemetry import trace
 from starlette.authentication import has_required_scope
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from llmops.serving.pool import affinity_key
 from llmops.serving.rollouts import Routed
 from llmops.serving.sessions import SESSION_HEADER
 from llmops.serving.state import GatewayState
+from llmops.serving.tracing import start_span
 
 __all__ = ["chain_routes", "redact_uris"]
 
@@ -87,6 +89,8 @@ def chain_routes(gw: GatewayState) -> list[Route]:
         rid = gw.new_request_id()
         name = request.path_params["name"]
         endpoint = f"/v1/chains/{name}/invoke"
+        span = start_span(endpoint, rid)
+        began: list[float] = []  # when the chain started, in its worker thread
         key: ApiKey | None = None
         question, user, slot = "", None, False
         routed: Routed | None = None
@@ -134,7 +138,13 @@ def chain_routes(gw: GatewayState) -> list[Route]:
                     served = await run_in_threadpool(gw.chains.get, name, alias, affinity)
                 if served.adapter_ref and served.adapter not in await gw.upstream.known_models():
                     await ensure_adapter(gw, served.adapter_ref)  # the version it was gated with
-                answer = await run_in_threadpool(gw.chains.answer, served, question)
+                def run() -> dict[str, Any]:
+                    began.append(time.perf_counter())
+                    return gw.chains.answer(served, question)
+
+                # the chain's spans (retrieval, the model call) are children of the request's
+                with trace.use_span(span, end_on_exit=False):
+                    answer = await run_in_threadpool(run)
             except HTTPError:
                 raise
             except LlmopsError as exc:
@@ -158,7 +168,7 @@ def chain_routes(gw: GatewayState) -> list[Route]:
         except HTTPError as err:
             gw.log_error(err, rid, endpoint, key, request, {"question": question[:65536]},
                          (time.perf_counter() - start) * 1000, chain=name[:256], end_user=user,
-                         **in_rollout)
+                         span=span, **in_rollout)
             return err.response(rid)
         finally:
             gw.release(key, slot)
@@ -177,7 +187,7 @@ def chain_routes(gw: GatewayState) -> list[Route]:
             prompt_version=served.prompt_version, index_version=index_version, end_user=user,
             request=json.dumps(logged, ensure_ascii=False), response=answer.get("answer", ""),
             status=200, latency_ms=(time.perf_counter() - start) * 1000, **in_rollout,
-        ))
+        ), queue_s=began[0] - start if began else None, span=span)
         if routed is not None and routed.reveal:
             versions["rollout"] = routed.rollout_id
             versions["arm"] = routed.arm

@@ -70,6 +70,11 @@ class EngineConfig(BaseModel):
                     "start-up; a name with no such version yet is skipped.")
     adapter_alias: str = Field("production", description="The alias start-up loads.")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="KV cache on CPU builds (GiB).")
+    otlp_traces_endpoint: str | None = Field(
+        None, description="vLLM exports its request spans here (--otlp-traces-endpoint), as "
+                          "children of the gateway's (it reads their traceparent); an "
+                          "http(s)://.../v1/traces URL is sent as OTLP/HTTP protobuf, anything "
+                          "else by gRPC. Unset: the engine exports no spans.")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments.")
     start_timeout_s: float = Field(600, gt=0, description="How long the engine may take to start.")
 

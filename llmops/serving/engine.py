@@ -71,6 +71,8 @@ def engine_command(cfg: EngineConfig, model: str, lora_modules: dict[str, str] |
     for flag, value in optional.items():
         if value is not None:
             cmd += [flag, str(value)]
+    if cfg.otlp_traces_endpoint:
+        cmd += ["--otlp-traces-endpoint", cfg.otlp_traces_endpoint]
     if cfg.enable_lora:
         cmd += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank),
                 "--max-loras", str(cfg.max_loras)]
@@ -89,6 +91,12 @@ ENV_NAMES = frozenset({
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "DO_NOT_TRACK",
+    # where the engine's spans go and what they are called; not OTEL_EXPORTER_OTLP_HEADERS,
+    # which may carry a collector's token (name it in env_passthrough to pass it)
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
 })
 ENV_PREFIXES = ("LC_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "TOKENIZERS_", "SAFETENSORS_",
                 "TORCH", "PYTORCH_", "CUDA", "CUBLAS", "CUDNN", "NVIDIA_", "NCCL_", "NVTE_",
@@ -122,6 +130,8 @@ def engine_environment(cfg: EngineConfig, api_key: str,
         # vLLM's CPU build keeps a core for its API server; on a small machine that halves
         # the engine (measured on 2 cores: 16 chain requests 20.1 s reserved, 15.5 s not)
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if (cfg.otlp_traces_endpoint or "").startswith(("http://", "https://")):
+        env.setdefault("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
     env["VLLM_API_KEY"] = api_key
     return env
 

@@ -37,6 +37,7 @@ from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.state import GatewayState
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog
+from llmops.telemetry import flush_tracing
 
 __all__ = ["Gateway"]
 
@@ -102,6 +103,7 @@ class Gateway:
         yield
         if self.state.rollouts is not None:
             await run_in_threadpool(self.state.rollouts.stop)
+        await run_in_threadpool(flush_tracing)  # the last requests' spans
         await self.aclose()  # the engine connections close with the server
 
     async def aclose(self) -> None:

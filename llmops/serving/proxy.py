@@ -24,6 +24,7 @@ from llmops.serving.errors import HTTPError
 from llmops.serving.limits import check_generation, with_default_max_tokens
 from llmops.serving.pool import affinity_key
 from llmops.serving.state import GatewayState
+from llmops.serving.tracing import engine_headers, name_span, start_span
 from llmops.serving.upstream import Upstream
 
 __all__ = ["proxy_routes"]
@@ -81,6 +82,7 @@ def proxy_routes(gw: GatewayState) -> list[Route]:
 async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -> Response:
     start = time.perf_counter()
     rid = gw.new_request_id()
+    span = start_span(endpoint, rid)
     key: ApiKey | None = None
     payload: dict[str, Any] = {}
     slot = False
@@ -101,6 +103,7 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         payload, raw = await gw.read_json(request)
         check_generation(payload, kind, gw.cfg)
         model = payload["model"]
+        name_span(span, endpoint, model)
         known = await gw.upstream.known_models()
         if model not in known and model not in await gw.upstream.known_models(refresh=True):
             raise HTTPError(404, f"model '{model}' does not exist", "model_not_found")
@@ -108,7 +111,7 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         release()
         gw.log_error(err, rid, endpoint, key, request, payload,
                      (time.perf_counter() - start) * 1000, model=str(payload.get("model", ""))[:256],
-                     end_user=_end_user(payload))
+                     end_user=_end_user(payload), span=span)
         return err.response(rid)
 
     try:
@@ -122,6 +125,8 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
                                 key.name if key is not None else "")
         resp, failure = None, None
         tried: list[Upstream] = []
+        headers = {"content-type": "application/json", "x-request-id": rid, **engine_headers(span)}
+        queue_s = time.perf_counter() - start
         while resp is None and len(tried) < 2:
             try:
                 engine = gw.upstream.choose(affinity, model, exclude=tried)
@@ -130,8 +135,7 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
                 break
             engine.inflight += 1
             try:
-                resp = await engine.post(endpoint, raw, {"content-type": "application/json",
-                                                         "x-request-id": rid})
+                resp = await engine.post(endpoint, raw, headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = HTTPError(503, f"the engine is unavailable ({exc.__class__.__name__})",
                                     "engine_unavailable")
@@ -146,12 +150,12 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         if resp is None:
             failure = failure or HTTPError(503, "the engine is unavailable", "engine_unavailable")
             gw.log({**base, "response": failure.message, "status": 503,
-                    "latency_ms": (time.perf_counter() - start) * 1000})
+                    "latency_ms": (time.perf_counter() - start) * 1000}, queue_s=queue_s, span=span)
             release()
             return failure.response(rid)
         if payload.get("stream") and resp.status == 200:
-            return _RelayResponse(_Relay(resp, base, start, gw), release, rid)
-        answer = await _whole(gw, resp, base, start, rid)
+            return _RelayResponse(_Relay(resp, base, start, gw, span, queue_s), release, rid)
+        answer = await _whole(gw, resp, base, start, rid, span, queue_s)
         release()
         return answer
     except BaseException:
@@ -172,8 +176,10 @@ class _Relay:
     """
 
     def __init__(self, resp: aiohttp.ClientResponse, base: dict[str, Any], start: float,
-                 gw: GatewayState) -> None:
+                 gw: GatewayState, span: Any = None, queue_s: float | None = None) -> None:
         self.resp, self.base, self.start, self.gw = resp, base, start, gw
+        self.span, self.queue_s = span, queue_s
+        self.first_token_s: float | None = None  # when the engine's first event arrived
         self.parts: list[str] = []
         self.usage: dict[str, Any] = {}
         self.chunks = 0
@@ -185,6 +191,8 @@ class _Relay:
 
     def feed(self, raw: bytes) -> bool:
         """Buffer ``raw`` for the log; True once the end-of-stream event has arrived."""
+        if self.first_token_s is None:
+            self.first_token_s = time.perf_counter() - self.start
         self._buffered.append(raw)
         self._size += len(raw)
         window = self._tail + raw
@@ -233,7 +241,9 @@ class _Relay:
         self.gw.log({**self.base, "response": "".join(self.parts), "status": status,
                      "latency_ms": (time.perf_counter() - self.start) * 1000,
                      "prompt_tokens": self.usage.get("prompt_tokens"),
-                     "completion_tokens": self.usage.get("completion_tokens", self.chunks)})
+                     "completion_tokens": self.usage.get("completion_tokens", self.chunks)},
+                    first_token_s=self.first_token_s if status == 200 else None,
+                    queue_s=self.queue_s, span=self.span)
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -310,7 +320,8 @@ class _RelayResponse(Response):
 
 
 async def _whole(gw: GatewayState, resp: aiohttp.ClientResponse, base: dict[str, Any],
-                 start: float, rid: str) -> Response:
+                 start: float, rid: str, span: Any = None,
+                 queue_s: float | None = None) -> Response:
     status = resp.status
     try:
         data = await resp.read()
@@ -332,6 +343,6 @@ async def _whole(gw: GatewayState, resp: aiohttp.ClientResponse, base: dict[str,
     gw.log({**base, "response": text, "status": status,
             "latency_ms": (time.perf_counter() - start) * 1000,
             "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens")})
+            "completion_tokens": usage.get("completion_tokens")}, queue_s=queue_s, span=span)
     return Response(data, status_code=status, headers={
         "X-Request-Id": rid, "content-type": resp.headers.get("content-type", "application/json")})

@@ -67,11 +67,14 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str | 
     ``wal`` a log already locked (:func:`gateway_wal`), else the gateway's own.
     """
     from llmops.stores import connect
+    from llmops.telemetry import configure_tracing
 
     keys = load_keys(config.auth, settings.root)  # fails before anything starts
     wal = wal or gateway_wal(settings, config)
     wal.start()
-    connect(settings)
+    experiment_id = connect(settings)
+    configure_tracing("llmops-gateway", settings.tracking_uri, experiment_id,
+                      {"deployment.environment.name": settings.env})
     urls = [engine_url] if isinstance(engine_url, str) else engine_url
     roots = [u.rstrip("/").removesuffix("/v1") for u in urls]
     chains = ChainServer(settings, roots[0] + "/v1", config.engine.served_model_name,

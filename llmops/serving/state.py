@@ -29,6 +29,7 @@ from llmops.serving.redaction import RedactionCounter, redacted_row
 from llmops.serving.request_index import RequestIndex, new_request_id, owner_of
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.sessions import Sessions
+from llmops.serving.tracing import finish_span, operation_name
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog, utcnow
 
@@ -138,12 +139,22 @@ class GatewayState:
         if slot:
             self.limiter.release(key)
 
-    def log(self, row: dict[str, Any]) -> None:
-        """Make ``row`` durable (write-ahead log), remember its id and count it."""
+    def log(self, row: dict[str, Any], *, first_token_s: float | None = None,
+            queue_s: float | None = None, span: Any = None) -> None:
+        """Make ``row`` durable (write-ahead log), remember its id and count it.
+
+        ``first_token_s`` (a stream's first token) and ``queue_s`` (its wait before the
+        engine) feed the serving metrics; ``span``, the request's trace span, gets the
+        row's outcome and is ended.
+        """
         full = {"env": self.env, "ts": utcnow(), **redacted_row(self.redactor, row)}
         self.wal.append("inference_log", full)
         self.requests.add(row["request_id"], owner_of(row.get("client"), row.get("end_user")))
         self.metrics.observe(full, self.metric_labels(full))
+        self.metrics.observe_genai(full, self.genai_labels(full), first_token_s=first_token_s,
+                                   queue_s=queue_s)
+        if span is not None:
+            finish_span(span, full)
 
     def redact(self, text: str | None) -> str | None:
         """``text`` as it may be stored (feedback's comment or correction)."""
@@ -153,16 +164,19 @@ class GatewayState:
 
     def log_error(self, err: HTTPError, request_id: str, endpoint: str, key: ApiKey | None,
                   http: Request, payload: dict[str, Any], latency_ms: float,
-                  **fields: Any) -> None:
+                  span: Any = None, **fields: Any) -> None:
         """Log a refused request, except those refused before anyone was known or its body
         read (401, 403, 408, 413, 415) and those over a key's limits (429: a flood must not
-        fill the tables)."""
+        fill the tables); ``span`` (the request's) is ended either way."""
         if err.status in (401, 403, 408, 413, 415, 429):
+            if span is not None:
+                finish_span(span, {"request_id": request_id, "status": err.status,
+                                   "response": err.message})
             return
         self.log(self.row(request_id, endpoint, key, http,
                           request=json.dumps(payload)[:65536] if payload else "",
                           response=err.message, status=err.status, latency_ms=latency_ms,
-                          **fields))
+                          **fields), span=span)
 
     def rate_limited(self, key: ApiKey, endpoint: str) -> None:
         """Count and log a 429 (its row is not written: a flood must not fill the tables)."""
@@ -182,6 +196,15 @@ class GatewayState:
             "adapter": adapter if not adapter or self._serves(adapter) else "unknown",
             "chain": chain if not chain or chain in self.served_chains else "unknown",
         }
+
+    def genai_labels(self, row: dict[str, Any]) -> dict[str, str]:
+        """The serving metrics' labels (``GENAI_LABELS``), each from a bounded set."""
+        labels = self.metric_labels(row)
+        client = row.get("client") or ""
+        known = any(k.name == client for k in self.keys.keys)
+        return {"gen_ai_operation_name": operation_name(row["endpoint"]),
+                "gen_ai_request_model": labels["adapter"] or labels["model"],
+                "chain": labels["chain"], "key": client if known else "anonymous"}
 
     def _serves(self, name: str) -> bool:
         return name == self.base_model or name in self.upstream.models

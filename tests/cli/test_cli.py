@@ -167,3 +167,34 @@ def test_the_production_deployment(project: Path, mlflow_server: str, postgres: 
     prod = project / ".llmops" / "prod"
     for embedded in ("mlflow.db", "lakehouse", "chroma"):
         assert not (prod / embedded).exists(), embedded
+    # the gateway's spans go to the tracking server's OTLP endpoint (MLflow's /v1/traces, on
+    # PostgreSQL) when no OTEL_EXPORTER_OTLP_* endpoint is set: sent and read back
+    _spans_reach_the_tracking_server(load_settings("prod", project), monkeypatch)
+
+
+def _spans_reach_the_tracking_server(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    from llmops.serving.tracing import finish_span, start_span
+    from llmops.stores import connect
+    from llmops.telemetry import configure_tracing, shutdown_tracing
+
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    experiment = connect(settings)
+    setup = configure_tracing("llmops-gateway", settings.tracking_uri, experiment)
+    assert setup is not None and setup.sink == "mlflow"
+    try:
+        span = start_span("/v1/chat/completions", "req-to-mlflow", "base")
+        finish_span(span, {"request_id": "req-to-mlflow", "status": 200, "model": "base",
+                           "prompt_tokens": 11, "completion_tokens": 4, "client": "gateway-key"})
+        assert setup.flush()
+    finally:
+        shutdown_tracing()
+    traces = MlflowClient().search_traces(locations=[experiment])
+    spans = [s for t in traces for s in t.data.spans
+             if s.attributes.get("llmops.request_id") == "req-to-mlflow"]
+    assert len(spans) == 1
+    # MLflow reads the GenAI conventions: a chat model span with its token usage
+    assert spans[0].span_type == "CHAT_MODEL"
+    assert spans[0].attributes["mlflow.chat.tokenUsage"]["output_tokens"] == 4

@@ -14,6 +14,7 @@ import pytest
 
 from llmops.processes import start_process, stop_process_tree, wait_for_http
 from tests.conftest import REPO, free_port
+from tests.otlp_receiver import OtlpReceiver
 
 # Secrets the gateway's environment may hold; the session engine starts with them set, and
 # tests/serving/test_engine_isolation.py checks that none of them reached it.
@@ -27,16 +28,28 @@ CANARY_SECRETS = {
 
 
 @pytest.fixture(scope="session")
-def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP trace receiver for the session: the session engine exports its spans to it,
+    and so do the gateways a test points at it (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+           otlp_receiver: OtlpReceiver) -> Iterator:
     """The session's engine (an :class:`llmops.serving.engine.Engine`), started with
     ``CANARY_SECRETS`` in the environment; its key is exported as ``LLMOPS_ENGINE_API_KEY`` for
-    the session, so that gateways started with ``engine.url`` (they inherit it) can reach it."""
+    the session, so that gateways started with ``engine.url`` (they inherit it) can reach it.
+    It exports its request spans (vLLM's ``--otlp-traces-endpoint``) to ``otlp_receiver``."""
     from llmops.models import ensure_tiny_model
     from llmops.serving.config import EngineConfig
     from llmops.serving.engine import Engine
 
     cfg = EngineConfig(port=free_port(), max_model_len=2048, served_model_name="base",
-                       max_lora_rank=16, start_timeout_s=600)
+                       max_lora_rank=16, start_timeout_s=600,
+                       otlp_traces_endpoint=otlp_receiver.url)
     folder = tmp_path_factory.mktemp("engine")
     engine = Engine(cfg, str(ensure_tiny_model(models_dir, REPO / "docs")), folder / "engine.log",
                     state_dir=folder)

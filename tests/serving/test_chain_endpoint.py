@@ -10,17 +10,40 @@ import httpx
 from llmops.chains import log_chain, promote
 from llmops.indexing import update_index
 from llmops.prompts import set_alias, sync_prompts
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.serving.conftest import wait_rows
 
 
+def _chain_trace(receiver: OtlpReceiver, rid: str) -> dict[str, ReceivedSpan]:
+    """The chain request's spans, by role, once all four have arrived."""
+    def spans() -> dict[str, ReceivedSpan]:
+        got = receiver.spans()
+        server = [s for s in got if s.attributes.get("llmops.request_id") == rid]
+        if not server:
+            return {}
+        same = [s for s in got if s.trace_id == server[0].trace_id]
+        found = {"server": server[0]}
+        for s in same:
+            if s.name == "retrieval":
+                found["retrieval"] = s
+            elif s.name.startswith("chat "):
+                found["chat"] = s
+            elif s.name == "llm_request":
+                found["engine"] = s
+        return found
+
+    receiver.wait_for(lambda _: len(spans()) == 4, timeout=60)
+    return spans()
+
+
 def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway,
-                                          docs_indexed) -> None:
+                                          docs_indexed, otlp_receiver: OtlpReceiver) -> None:
     sync_prompts(settings)
     set_alias("qa", "production", 1, settings)
     index = update_index(settings, progress=False, record=False)
     logged = log_chain(project / "chains" / "docs_qa.py", alias="staging", settings=settings)
     promote("docs-qa", "production", logged.version, settings=settings)
-    gw = start_gateway()
+    gw = start_gateway(env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.url})
     h = httpx.Client(base_url=gw.url, timeout=120)
     resp = h.post("/v1/chains/docs-qa/invoke",
                   json={"question": "How do I promote a chain to production?"},
@@ -34,6 +57,21 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     assert body["sources"] and set(body["sources"]) <= docs
     assert body["versions"] == {"chain": f"docs-qa/{logged.version}", "prompt": "qa/1",
                                 "index": index.index_version, "model": "base", "adapter": None}
+    # one trace: the request, its retrieval and model call (children), vLLM's span under the call
+    trace = _chain_trace(otlp_receiver, rid)
+    server, retrieval, chat, engine = (trace[k] for k in ("server", "retrieval", "chat", "engine"))
+    assert server.name == "invoke_agent" and server.attributes["gen_ai.operation.name"] == (
+        "invoke_agent")
+    assert (server.attributes["llmops.chain.name"], server.attributes["llmops.chain.version"],
+            server.attributes["llmops.prompt.name"], server.attributes["llmops.prompt.version"],
+            server.attributes["llmops.index.version"]) == (
+        "docs-qa", str(logged.version), "qa", "1", index.index_version)
+    assert retrieval.parent_id == server.span_id == chat.parent_id
+    assert retrieval.attributes["gen_ai.operation.name"] == "retrieval"
+    assert retrieval.attributes["llmops.index.version"] == index.index_version
+    assert chat.name == "chat base" and chat.kind == 3  # CLIENT
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    assert engine.parent_id == chat.span_id
     staging = h.post("/v1/chains/docs-qa/invoke", json={"question": "Hi", "alias": "staging"})
     assert staging.status_code == 200
     assert h.post("/v1/chains/docs-qa/invoke",

@@ -4,7 +4,9 @@ Each actor loads the chain version once; its chat model is the serving endpoint 
 given (each actor keeps ``concurrency`` requests in flight, so the endpoint sees at most
 actors x concurrency), else the chain's own model as logged. Output rows hold the answer,
 its sources, the versions that made it and the error; every row also goes to
-``inference_log`` with endpoint ``batch``, in the same chunks as the output commits.
+``inference_log`` with endpoint ``batch``, in the same chunks as the output commits, its
+question and answer redacted where the environment redacts (``llmops.privacy``; the output
+table holds them as answered).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from llmops.chains.workers import OUTPUT_SCHEMA, ChainWorker, PromptWorker
 from llmops.config import Settings
 from llmops.errors import BatchError
 from llmops.lakehouse import append_rows, inference_row
+from llmops.privacy import Redactor, redactor_for
 from llmops.registry import model_version
 
 __all__ = ["batch_run"]
@@ -37,7 +40,8 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | No
 
     ``output`` is a Delta table, a folder or an ``s3://`` URI (a rerun skips the rows it
     holds), or None for a frame.
-    With ``log`` every answered row goes to ``inference_log`` with endpoint ``batch``.
+    With ``log`` every answered row goes to ``inference_log`` with endpoint ``batch``
+    (redacted where the environment redacts).
     With ``vllm`` the chain's model runs as vLLM inside the job (``engines`` engines, each on
     a GPU where the cluster has them; see :mod:`llmops.batch.vllm`), not at an endpoint.
     """
@@ -70,8 +74,11 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | No
 
 
 def _inference_log(settings: Settings, question_column: str, id_column: str) -> Any:
+    """The job's ``on_commit``: each committed chunk appended to ``inference_log`` (on the
+    driver, so one redactor serves the whole job)."""
     run = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     client = os.environ.get("LLMOPS_USER") or "batch"
+    redactor = redactor_for(settings)
 
     def write(chunk: Any) -> None:
         now = datetime.now(timezone.utc)
@@ -79,11 +86,19 @@ def _inference_log(settings: Settings, question_column: str, id_column: str) -> 
             f"batch-{run}-{row[id_column]}", "batch", ts=now, env=settings.env,
             chain=row["chain"], chain_version=row["chain_version"],
             prompt_ref=row["prompt_version"], index_version=row["index_version"],
-            request=json.dumps({"question": row[question_column]}),
-            response=row["answer"] if row["error"] is None else row["error"],
+            request=_stored(redactor, json.dumps({"question": row[question_column]}), body=True),
+            response=_stored(redactor, row["answer"] if row["error"] is None else row["error"]),
             status=200 if row["error"] is None else 500, latency_ms=row["latency_ms"],
             client=client,
         ) for row in chunk.to_dict("records")]
         append_rows(settings.lakehouse, "inference_log", rows)
 
     return write
+
+
+def _stored(redactor: Redactor | None, text: Any, *, body: bool = False) -> Any:
+    """``text`` as ``inference_log`` may hold it: redacted (a JSON body kept valid JSON)
+    where the environment redacts."""
+    if redactor is None or not isinstance(text, str):
+        return text
+    return redactor.redact_json_text(text) if body else redactor.redact(text)

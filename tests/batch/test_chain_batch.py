@@ -66,3 +66,53 @@ def test_batch_run_refuses_an_unknown_chain_and_writes_nothing(production_chain,
     last = ran.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "docs-qa@nowhere' does not exist" in last
     assert not (project / "answers").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_a_redacting_environment_logs_batch_rows_redacted_and_dev_as_sent(production_chain,
+                                                                         settings,
+                                                                         project) -> None:
+    """Questions and answers go to ``inference_log`` redacted where the environment redacts
+    (Presidio, on the driver) and as sent in dev; the output table holds them as answered.
+    The chain echoes its question into its answer, so that the answer carries the canaries."""
+    import pandas as pd
+
+    from llmops.chains import log_chain
+    from llmops.chains.batch import batch_run
+    from llmops.lakehouse import read_table
+    from llmops.privacy import RedactionSettings
+
+    source = (project / "chains" / "docs_qa.py").read_text()
+    echo = source.replace(
+        "mlflow.models.set_model(ChainModel(chain))",
+        "from langchain_core.runnables import RunnableLambda\n"
+        "chain = chain | RunnableLambda(lambda a: {**a, 'answer': a['messages'][-1]['content']})\n"
+        "mlflow.models.set_model(ChainModel(chain))")
+    assert echo != source
+    (project / "chains" / "echo.py").write_text(echo)
+    logged = log_chain(project / "chains" / "echo.py", name="echo", settings=settings)
+    question = "I am ada@example.com, card 4111 1111 1111 1111: how do I promote a chain?"
+    canaries = ("ada@example.com", "4111 1111 1111 1111")
+    redacting = settings.model_copy(update={"redaction": RedactionSettings(enabled=True)})
+    assert settings.redaction.enabled is False
+
+    for env_settings, prefix in ((redacting, "r"), (settings, "d")):
+        frame = pd.DataFrame({"id": [f"{prefix}1"], "question": [question]})
+        result = batch_run(f"echo/{logged.version}", frame, env_settings, actors=1,
+                           batch_size=1, progress=False)
+        assert result.errors == 0
+        [answer] = result.frame["answer"]
+        assert all(c in answer for c in canaries)  # the output: as answered
+
+    log = read_table(settings.lakehouse, "inference_log")
+    log = log[log["endpoint"] == "batch"].set_index(log["request_id"].str.rsplit("-", n=1).str[-1])
+    assert sorted(log.index) == ["d1", "r1"]
+    redacted = log.loc["r1"]
+    assert json.loads(redacted["request"]) == {
+        "question": "I am <EMAIL_ADDRESS>, card <CREDIT_CARD>: how do I promote a chain?"}
+    assert "<EMAIL_ADDRESS>" in redacted["response"] and "<CREDIT_CARD>" in redacted["response"]
+    assert not any(c in redacted["request"] + redacted["response"] for c in canaries)
+    as_sent = log.loc["d1"]
+    assert json.loads(as_sent["request"]) == {"question": question}
+    assert all(c in as_sent["response"] for c in canaries)

@@ -23,7 +23,7 @@ from llmops.chains.workers import OUTPUT_SCHEMA, ChainWorker, PromptWorker
 from llmops.config import Settings
 from llmops.errors import BatchError
 from llmops.lakehouse import append_rows, inference_row
-from llmops.privacy import Redactor, redactor_for
+from llmops.privacy import redacted_row, redactor_for
 from llmops.registry import model_version
 
 __all__ = ["batch_run"]
@@ -82,23 +82,16 @@ def _inference_log(settings: Settings, question_column: str, id_column: str) -> 
 
     def write(chunk: Any) -> None:
         now = datetime.now(timezone.utc)
-        rows = [inference_row(
+        rows = [redacted_row(redactor, inference_row(
             f"batch-{run}-{row[id_column]}", "batch", ts=now, env=settings.env,
             chain=row["chain"], chain_version=row["chain_version"],
             prompt_ref=row["prompt_version"], index_version=row["index_version"],
-            request=_stored(redactor, json.dumps({"question": row[question_column]}), body=True),
-            response=_stored(redactor, row["answer"] if row["error"] is None else row["error"]),
+            request=json.dumps({"question": row[question_column]}),
+            response=row["answer"] if row["error"] is None else row["error"],
             status=200 if row["error"] is None else 500, latency_ms=row["latency_ms"],
             client=client,
-        ) for row in chunk.to_dict("records")]
+        )) for row in chunk.to_dict("records")]
         append_rows(settings.lakehouse, "inference_log", rows)
 
     return write
 
-
-def _stored(redactor: Redactor | None, text: Any, *, body: bool = False) -> Any:
-    """``text`` as ``inference_log`` may hold it: redacted (a JSON body kept valid JSON)
-    where the environment redacts."""
-    if redactor is None or not isinstance(text, str):
-        return text
-    return redactor.redact_json_text(text) if body else redactor.redact(text)

@@ -14,7 +14,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from llmops.errors import ChainError
 from llmops.telemetry import chat_span_name, content_capture, set_usage, tracer
-from llmops.telemetry.genai import OPERATION, PROVIDER, REQUEST_MODEL
+from llmops.telemetry.genai import OPERATION, PROVIDER, REQUEST_MODEL, redact_content
 
 __all__ = ["build_qa_chain", "format_context", "served_messages"]
 
@@ -96,7 +96,8 @@ def build_qa_chain(
                 if read:
                     span.set_attribute("llmops.index.version", read)
                 if content_capture():
-                    span.set_attribute("gen_ai.retrieval.query.text", state["question"])
+                    span.set_attribute("gen_ai.retrieval.query.text",
+                                       redact_content(state["question"]))
         return {**state, "docs": docs, "context": format_context(docs), "index_version": read}
 
     def respond(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from llmops.config import Settings, load_settings
 from llmops.errors import LlmopsError, MissingExtraError
 from llmops.feedback.records import feedback_problem
 from llmops.lakehouse import append_rows, name_and_version, open_table
-from llmops.privacy import redactor_for
+from llmops.privacy import redacted_row, redactor_for
 from llmops.registry import model_version
 
 __all__ = ["FeedbackWidget", "NotebookAnswer", "feedback_widget", "record_feedback"]
@@ -242,16 +242,15 @@ def record_feedback(
     if not logged:
         params = run.data.params if run is not None else {}
         request = json.dumps(answer.inputs, ensure_ascii=False, default=str)
-        _append(settings, "inference_log", {
+        _append(settings, "inference_log", redacted_row(redactor, {
             "request_id": answer.request_id, "ts": now, "env": settings.env, "endpoint": SOURCE,
             "model": answer.model or params.get("chat_model"), "chain": answer.chain,
             "chain_version": answer.chain_version, "prompt": answer.prompt,
             "prompt_version": answer.prompt_version,
-            "request": redactor.redact_json_text(request) if redactor else request,
-            "response": redactor.redact(answer.answer) if redactor else answer.answer,
+            "request": request, "response": answer.answer,
             "status": 200, "latency_ms": answer.latency_ms,
             "client": answer.run_id, "index_version": answer.index_version,
-        }, "nothing was recorded")
+        }), "nothing was recorded")
     row = {
         "feedback_id": uuid.uuid4().hex, "request_id": answer.request_id, "ts": now,
         "rating": rating, "score": score, "correction": correction, "comment": comment,

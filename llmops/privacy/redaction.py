@@ -18,7 +18,7 @@ from llmops.errors import MissingExtraError
 from llmops.privacy.config import RedactionSettings
 from llmops.privacy.recognizers import analyzer
 
-__all__ = ["Redactor", "redactor_for"]
+__all__ = ["Redactor", "redacted_row", "redactor_for"]
 
 _NEEDS_DIGIT = frozenset({"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS"})
 _DIGIT = re.compile(r"\d")
@@ -124,3 +124,16 @@ def redactor_for(settings: RedactionSettings | _HasRedaction) -> Redactor | None
     the environment first (``Settings.redaction`` is)."""
     redaction = settings if isinstance(settings, RedactionSettings) else settings.redaction
     return Redactor(redaction) if redaction.enabled else None
+
+
+def redacted_row(redactor: Redactor | None, row: dict[str, Any]) -> dict[str, Any]:
+    """An ``inference_log`` row as it may be stored: its request body (JSON, kept valid JSON)
+    and its answer redacted; the row itself when there is no redactor."""
+    if redactor is None:
+        return row
+    out = dict(row)
+    if isinstance(row.get("request"), str):
+        out["request"] = redactor.redact_json_text(row["request"])
+    if isinstance(row.get("response"), str):
+        out["response"] = redactor.redact(row["response"])
+    return out

@@ -14,20 +14,7 @@ from typing import Any
 
 from llmops.privacy import Redactor
 
-__all__ = ["RedactionCounter", "redacted_row"]
-
-
-def redacted_row(redactor: Redactor | None, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``inference_log`` row as it may be stored: its request body (JSON, kept valid JSON)
-    and its answer redacted; the row itself when there is no redactor."""
-    if redactor is None:
-        return row
-    out = dict(row)
-    if isinstance(row.get("request"), str):
-        out["request"] = redactor.redact_json_text(row["request"])
-    if isinstance(row.get("response"), str):
-        out["response"] = redactor.redact(row["response"])
-    return out
+__all__ = ["RedactionCounter"]
 
 
 class RedactionCounter:

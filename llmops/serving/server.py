@@ -68,6 +68,7 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str | 
     """
     from llmops.stores import connect
     from llmops.telemetry import configure_tracing
+    from llmops.telemetry.genai import set_content_redactor
 
     keys = load_keys(config.auth, settings.root)  # fails before anything starts
     wal = wal or gateway_wal(settings, config)
@@ -85,6 +86,8 @@ def build_gateway(settings: Settings, config: EndpointConfig, engine_url: str | 
     rollouts = RolloutRouter(settings, config.gateway.rollout_refresh_s,
                              config.gateway.rollout_evaluate_s)
     redactor = redactor_for(settings)
+    # content on spans (with content capture on) is redacted as stored content is
+    set_content_redactor(redactor.redact if redactor is not None else None)
     if redactor is not None:
         redactor.warm_up()  # Presidio loads in seconds: before the first request, not during it
     gateway = Gateway(config, settings.env, roots if len(roots) > 1 else roots[0], keys, wal,

@@ -17,7 +17,7 @@ import orjson
 from starlette.requests import Request
 
 from llmops.lakehouse import inference_row
-from llmops.privacy import Redactor
+from llmops.privacy import Redactor, redacted_row
 from llmops.serving.auth import ApiKey, KeyRing, require
 from llmops.serving.chains import ChainServer
 from llmops.serving.config import EndpointConfig
@@ -25,7 +25,7 @@ from llmops.serving.errors import HTTPError
 from llmops.serving.limits import KeyLimiter
 from llmops.serving.metrics import GatewayMetrics
 from llmops.serving.pool import EnginePool
-from llmops.serving.redaction import RedactionCounter, redacted_row
+from llmops.serving.redaction import RedactionCounter
 from llmops.serving.request_index import RequestIndex, new_request_id, owner_of
 from llmops.serving.rollouts import RolloutRouter
 from llmops.serving.sessions import Sessions

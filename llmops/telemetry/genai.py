@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = [
     "OPERATION", "PROVIDER", "REQUEST_MODEL", "chat_span_name", "content_capture",
-    "input_messages", "output_messages", "set_usage",
+    "input_messages", "output_messages", "redact_content", "set_content_redactor", "set_usage",
 ]
 
 OPERATION = "gen_ai.operation.name"
@@ -31,6 +31,18 @@ OUTPUT_MESSAGES = "gen_ai.output.messages"
 CAPTURE_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 Redact = Callable[[str], str]
+_redact: Redact | None = None  # the process's storage redaction (set by the gateway)
+
+
+def set_content_redactor(redact: Redact | None) -> None:
+    """What content put on spans goes through first (the environment's redaction), or None."""
+    global _redact
+    _redact = redact
+
+
+def redact_content(text: str) -> str:
+    """``text`` as a span may carry it: redacted where the environment redacts."""
+    return _redact(text) if _redact is not None else text
 
 
 def content_capture() -> bool:

@@ -41,8 +41,8 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     out = run_cli("demo", "--profile", "quick", cwd=project, timeout=2700)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout
-    for step in range(1, 12):
-        assert re.search(rf"^\[{step}/11\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
+    for step in range(1, 13):
+        assert re.search(rf"^\[{step}/12\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
     assert f"base model: smollm2 ({smollm2_dir})" in text
     # written for a person: no library log lines, warnings or loading bars
     for noise in (" INFO ", "WARNING", "Warning:", "Loading weights", "it/s]"):
@@ -63,7 +63,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     uri = f"sqlite:///{project / '.llmops' / 'dev' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     status = {v: client.get_model_version("docs-qa", v).tags.get("llmops.gate.status")
-              for v in ("1", "2", "3", "4")}
+              for v in ("1", "2", "3", "4", "5")}
     results = read_table(lake, "eval_results")
 
     def golden(model_uri: str, metric: str) -> float:
@@ -133,17 +133,35 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert set(replies) == {"base", "docs-qa-lora-v1"}
     assert replies["base"] != replies["docs-qa-lora-v1"]
 
-    # the adapter's chain passed the gate and stayed @staging for the canary
-    assert client.get_model_version("docs-qa", "4").tags["llmops.adapter"] == "docs-qa-lora/1"
-    printed = re.search(r"^\[10/11\] gate: docs-qa/4 .* vs production 3: (passed|rejected)",
-                        text, re.M)
-    assert printed and status["4"] == printed.group(1) == "passed"
+    # the prompt optimized from the same feedback (no training): a new version of qa with its
+    # lineage, no alias moved, better than the base prompt on the held-out paraphrases of the
+    # corrected questions (the search scored on the paraphrases of the questions rated good)
+    qa2 = client.get_prompt_version("qa", 2)
+    assert qa2.tags["llmops.optimizer"] == "fewshot" and qa2.tags["llmops.optimized_from"] == "qa/1"
+    assert client.get_prompt_version_by_alias("qa", "production").version == 1
+    table = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in re.finditer(
+        r"^        (base prompt|optimized prompt|adapter|both) .*? (\d\.\d{3})  (\d\.\d{3})$",
+        text, re.M)}
+    assert set(table) == {"base prompt", "optimized prompt", "adapter", "both"}, table
+    assert table["optimized prompt"][0] > table["base prompt"][0]
+    # a chain serving it went through the gate against production (not promoted)
+    assert client.get_model_version("docs-qa", "4").tags["llmops.prompt"] == "qa/2"
+    printed = re.search(r"^\[10/12\] prompt: qa/2 .* docs-qa/4 serving it vs production 3: "
+                        r"(passed|rejected)", text, re.M)
+    assert printed and status["4"] == printed.group(1)
     assert client.get_model_version("docs-qa", "4").tags["llmops.gate.promoted"] == "false"
+
+    # the adapter's chain passed the gate and stayed @staging for the canary
+    assert client.get_model_version("docs-qa", "5").tags["llmops.adapter"] == "docs-qa-lora/1"
+    printed = re.search(r"^\[11/12\] gate: docs-qa/5 .* vs production 3: (passed|rejected)",
+                        text, re.M)
+    assert printed and status["5"] == printed.group(1) == "passed"
+    assert client.get_model_version("docs-qa", "5").tags["llmops.gate.promoted"] == "false"
 
     # the canary: the gateway split the simulated users' traffic, judged it on their ratings,
     # advanced a step, then promoted the adapter's chain, which users rate up more often
     rollouts = read_table(lake, "rollouts").sort_values("ts", kind="stable")
-    assert set(rollouts["candidate"]) == {"4"} and set(rollouts["production"]) == {"3"}
+    assert set(rollouts["candidate"]) == {"5"} and set(rollouts["production"]) == {"3"}
     decisions = [d for d in rollouts["decision"] if d != "continue"]
     assert decisions == ["start", "advance", "promote"], decisions
     assert set(rollouts[rollouts["decision"] != "start"]["by"]) == {"gateway"}
@@ -156,14 +174,14 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     assert spec.steps == [30, 50, 100] and spec.min_rated == 12
     assert final["cand_rated"] >= spec.min_rated and final["prod_rated"] >= spec.min_rated
     production = str(client.get_model_version_by_alias("docs-qa", "production").version)
-    assert production == "4"
-    assert client.get_model_version("docs-qa", "4").tags["llmops.rollout.evidence"]
+    assert production == "5"
+    assert client.get_model_version("docs-qa", "5").tags["llmops.rollout.evidence"]
     canary = log[log["end_user"].str.startswith("canary-user-", na=False)]
     # the quick profile's canary users ask the corrected questions only
     assert {json.loads(r)["question"] for r in canary["request"]} <= corrected
     routed = canary[canary["rollout_id"] == final["rollout_id"]]
     assert set(routed["rollout_arm"]) == {"production", "candidate"}
-    assert set(routed[routed["rollout_arm"] == "candidate"]["chain_version"]) == {"4"}
+    assert set(routed[routed["rollout_arm"] == "candidate"]["chain_version"]) == {"5"}
     assert set(routed[routed["rollout_arm"] == "production"]["chain_version"]) == {"3"}
     rated = all_feedback[all_feedback["source"] == "demo-canary"].merge(routed, on="request_id")
     arms = {}
@@ -174,7 +192,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
             assert (row["rating"] == 1) == bool(fact_hit(row["response"],
                                                          by_question[question]["fact"]))
         arms[arm] = f"{int((mine['rating'] == 1).sum())}/{len(mine)} up"
-    assert re.search(rf"^\[11/11\] canary: docs-qa/4 vs production 3 on \d+ simulated users: "
+    assert re.search(rf"^\[12/12\] canary: docs-qa/5 vs production 3 on \d+ simulated users: "
                      rf"promoted \(thumbs: candidate {arms['candidate']}, production "
                      rf"{arms['production']}\)", text, re.M), arms
     assert "the gateway decided: promote (users like it better" in text

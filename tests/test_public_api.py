@@ -14,7 +14,8 @@ def test_prompts_exports() -> None:
     assert set(llmops.prompts.__all__) == {
         "ChatMessage", "PromptFile", "PromptInfo", "PromptTemplate", "PromptTrial", "SyncReport",
         "compare_prompts", "diff_versions", "get_version", "list_prompts", "load",
-        "read_prompt_dir", "read_prompt_file", "set_alias", "sync_prompts", "to_langchain",
+        "read_prompt_dir", "read_prompt_file", "register_version", "set_alias", "sync_prompts",
+        "to_langchain",
         "to_template", "try_prompt",
     }
 
@@ -164,6 +165,28 @@ def test_privacy_exports() -> None:
     import llmops.privacy
 
     assert set(llmops.privacy.__all__) == {
-        "ENTITIES", "RedactionSettings", "Redactor", "redactor_for", "redacts_by_default"}
+        "ENTITIES", "RedactionSettings", "Redactor", "redacted_row", "redactor_for",
+        "redacts_by_default"}
     for name in llmops.privacy.__all__:
         assert hasattr(llmops.privacy, name), name
+
+
+def test_optimize_exports() -> None:
+    import llmops.optimize
+
+    assert set(llmops.optimize.__all__) == {
+        "Example", "FeedbackExamples", "OptimizeConfig", "OptimizeResult", "PromptScorer",
+        "feedback_examples", "fewshot_candidates", "optimize_prompt", "score_on",
+        "split_examples", "with_demonstrations"}
+    for name in llmops.optimize.__all__:
+        assert hasattr(llmops.optimize, name), name
+
+
+def test_telemetry_exports() -> None:
+    import llmops.telemetry
+
+    assert set(llmops.telemetry.__all__) == {
+        "Tracing", "chat_span_name", "configure_tracing", "content_capture", "flush_tracing",
+        "input_messages", "output_messages", "set_usage", "shutdown_tracing", "tracer"}
+    for name in llmops.telemetry.__all__:
+        assert hasattr(llmops.telemetry, name), name

@@ -57,10 +57,21 @@ def chain_prompt(config: ChainConfig, settings: Settings | None = None) -> BaseP
     """The chain's prompt: the pinned template when logged, else looked up in the registry."""
     if config.resolved_prompt is not None:
         rp = config.resolved_prompt
-        return to_langchain(
-            PromptTemplate.draft(rp.template, name=rp.name, model_parameters=rp.model_parameters)
-        )
-    return to_langchain(to_template(get_version(config.prompt, settings)))
+        template = PromptTemplate.draft(rp.template, name=rp.name,
+                                        model_parameters=rp.model_parameters)
+    else:
+        template = to_template(get_version(config.prompt, settings))
+    return prompt_with_demonstrations(template)
+
+
+def prompt_with_demonstrations(template: PromptTemplate) -> BasePromptTemplate:
+    """``template`` as LangChain's; with the demonstrations its version carries (an optimized
+    version), the closest of them put before each question (``demonstrations``)."""
+    from llmops.chains.demonstrations import RetrievedDemonstrationsPrompt, demonstration_settings
+
+    prompt = to_langchain(template)
+    found = demonstration_settings(template.model_parameters)
+    return RetrievedDemonstrationsPrompt.wrap(prompt, found) if found else prompt
 
 
 def merge_chat_settings(own: ChatModelSettings | None, env: ChatModelSettings) -> ChatModelSettings:

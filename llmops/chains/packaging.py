@@ -14,7 +14,7 @@ import llmops
 from llmops.chains.building import merge_chat_settings, resolve_prompt, resolve_retriever
 from llmops.chains.config import ChainConfig
 from llmops.config import Settings, load_settings
-from llmops.errors import ChainFileError, LlmopsError
+from llmops.errors import ChainFileError, LlmopsError, PromptVariableError
 from llmops.lineage import content_hash, git_commit, git_is_dirty
 from llmops.models.catalog import resolve_model
 from llmops.registry import CHAIN_KIND, KIND_TAG, adapter_version, check_name_free, parse_ref, promote
@@ -114,16 +114,30 @@ def _requirements() -> list[str]:
     return reqs
 
 
+def _check_same_variables(own: str, other: str, settings: Settings) -> None:
+    from llmops.prompts import get_version, to_template
+
+    mine = set(to_template(get_version(own, settings)).variables)
+    theirs = set(to_template(get_version(other, settings)).variables)
+    if mine != theirs:
+        raise PromptVariableError(
+            f"prompt {other} takes {', '.join(sorted(theirs)) or '(none)'} but the chain's "
+            f"{own} takes {', '.join(sorted(mine)) or '(none)'}: the chain cannot serve it")
+
+
 def log_chain(
     path: str | Path,
     name: str | None = None,
     alias: str | None = None,
     settings: Settings | None = None,
+    prompt: str | None = None,
 ) -> LoggedChain:
     """Log ``path`` as a pyfunc model from code, register a version and set ``alias``.
 
     The prompt reference is pinned to the exact version it names now, and the
     chat-model settings of the environment are written into the model config.
+    ``prompt`` (a reference) replaces the file's own: a candidate prompt version (an
+    optimized one) served by the same chain; it must take the variables the file's does.
     """
     import mlflow
 
@@ -139,6 +153,9 @@ def log_chain(
     model_name = name or file.stem.replace("_", "-")
     parse_ref(f"{model_name}@{alias}" if alias else model_name)  # a bad name or alias fails first
     check_name_free(model_name, "model", settings)
+    if prompt is not None:
+        _check_same_variables(config.prompt, prompt, settings)
+        config = config.model_copy(update={"prompt": prompt})
     prompt = resolve_prompt(config.prompt, settings)
     chat = merge_chat_settings(config.chat_model, settings.chat_model)
     adapter = None

@@ -21,14 +21,18 @@ def chains() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Registered model name (default: from the file name).")
 @click.option("--alias", default=None, help="Alias to point at the new version (e.g. staging).")
+@click.option("--prompt", default=None, metavar="REF",
+              help="Serve this prompt version instead of the file's (e.g. qa/3, an optimized "
+                   "version); it must take the same variables.")
 @env_option
 @click.pass_context
-def log(ctx: click.Context, file: Path, name: str | None, alias: str | None) -> None:
+def log(ctx: click.Context, file: Path, name: str | None, alias: str | None,
+        prompt: str | None) -> None:
     """Log FILE (a models-from-code chain) and register a new model version."""
     from llmops.chains import log_chain
 
     click.echo(f"logging {file} ...", err=True)
-    logged = log_chain(file, name=name, alias=alias, settings=settings_from(ctx))
+    logged = log_chain(file, name=name, alias=alias, settings=settings_from(ctx), prompt=prompt)
     suffix = f", alias {logged.alias}" if logged.alias else ""
     click.echo(f"registered {logged.name}/{logged.version} (prompt {logged.prompt_uri}{suffix})")
     click.echo(f"run {logged.run_id}")

@@ -101,3 +101,65 @@ def alias(ctx: click.Context, name: str, alias_name: str, version: int) -> None:
 
     set_alias(name, alias_name, version, settings_from(ctx))
     click.echo(f"{name}@{alias_name} -> {name}/{version}")
+
+
+@prompts.command()
+@click.argument("name")
+@click.option("--from-feedback", "from_feedback", is_flag=True, required=True,
+              help="Learn from the environment's feedback (corrections as expected answers, "
+                   "answers rated good as good ones); the only source for now, so required.")
+@click.option("--optimizer", type=click.Choice(["fewshot", "gepa"]), default="fewshot",
+              show_default=True,
+              help="fewshot: demonstrations chosen by their held-out score (works with a small "
+                   "model); gepa: a reflection model rewrites the instructions (GEPA).")
+@click.option("--budget", type=click.IntRange(1, 200), default=8, show_default=True,
+              help="Candidate prompts scored on the held-out examples.")
+@click.option("--base", "base_ref", default=None, metavar="REF",
+              help="The version to improve (default NAME@production, else the latest).")
+@click.option("--chain-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The chain the prompt serves in: its retriever and chat model answer the "
+                   "candidates (default chains/docs_qa.py).")
+@click.option("--chain", default=None, help="Only feedback on answers of this chain.")
+@click.option("--endpoint", default=None, metavar="URL",
+              help="Ask the candidates through this OpenAI-compatible endpoint (…/v1), e.g. "
+                   "the running engine; default the environment's chat model.")
+@click.option("--model", default=None, help="Model name at --endpoint (default base).")
+@click.option("--reflection-endpoint", default=None, metavar="URL",
+              help="GEPA's reflection model: any OpenAI-compatible endpoint (default "
+                   "--endpoint, else the environment's chat model).")
+@click.option("--reflection-model", default=None, help="Model name at --reflection-endpoint.")
+@click.option("--heldout", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Score on these examples (JSON lines: question, expected) "
+                                 "instead of a share of the feedback.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
+@env_option
+@click.pass_context
+def optimize(ctx: click.Context, name: str, from_feedback: bool, optimizer: str, budget: int,
+             base_ref: str | None, chain_file: Path | None, chain: str | None,
+             endpoint: str | None, model: str | None, reflection_endpoint: str | None,
+             reflection_model: str | None, heldout: Path | None, seed: int) -> None:
+    """Search a better version of prompt NAME on feedback and register it (no alias moves).
+
+    The feedback's examples are split by question into a set to search with and a held-out
+    set; the base prompt and each candidate are scored there (token F1 against the expected
+    answers). The best candidate, if it beats the base, is registered as a new version tagged
+    with its lineage; log a chain with it (`llmops chains log --prompt NAME/V`), gate it and
+    roll it out as any other candidate.
+    """
+    from llmops.optimize import OptimizeConfig, optimize_prompt
+
+    settings = settings_from(ctx)
+    config = OptimizeConfig(optimizer=optimizer, budget=budget, endpoint=endpoint, model=model,
+                            reflection_endpoint=reflection_endpoint,
+                            reflection_model=reflection_model, seed=seed,
+                            heldout=str(heldout) if heldout else None)
+    result = optimize_prompt(name, settings, config, base_ref=base_ref, chain_file=chain_file,
+                             chain=chain, echo=click.echo)
+    summary = (f"held-out token F1 {result.base_score:.3f} -> {result.best_score:.3f} "
+               f"({result.gain:+.3f}); {result.candidates} candidates, {result.model_calls} "
+               f"model calls, {result.seconds:.0f} s")
+    if result.registered_version is None:
+        click.echo(f"no better prompt than {result.prompt}/{result.base_version}: {summary}")
+        return
+    click.echo(f"registered {result.prompt}/{result.registered_version} (from "
+               f"{result.prompt}/{result.base_version}, {result.optimizer}): {summary}")

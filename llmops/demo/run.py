@@ -4,8 +4,10 @@
 rejects a closed-book candidate (what retrieval adds) and promotes an equal one (the
 same chain logged again), 7 simulated users through
 the gateway, 8 feedback datasets, 9 a LoRA adapter from the corrections (scored on
-held-out paraphrases), hot-loaded, 10 the adapter's chain gated (it stays @staging), and
-monitoring, 11 a canary of it against production on simulated live traffic, judged by the
+held-out paraphrases), hot-loaded, 10 the prompt optimized from the same feedback (no
+training), compared with the adapter and both together on the same held-out paraphrases,
+and a chain serving it gated, 11 the adapter's chain gated (it stays @staging), and
+monitoring, 12 a canary of it against production on simulated live traffic, judged by the
 gateway on the users' ratings.
 """
 
@@ -27,7 +29,7 @@ from llmops.rollouts import RolloutSpec
 
 __all__ = ["DEMO_QUESTIONS", "PROFILES", "STEPS", "DemoProfile", "run_demo"]
 
-STEPS = 11
+STEPS = 12
 # the gateway judges the demo's rollout every few seconds (30 s by default)
 ROLLOUT_EVALUATE_S = 3.0
 # The gates ask the same questions of two identical chains and the demo shows they score
@@ -319,7 +321,12 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
             echo(f"      {model} (greedy) on {question!r}: {reply.choices[0].message.content!r}")
         out.update(adapter=tuned, served_adapter=served)
 
-        # 10: the adapter's chain as the candidate, through the gate (it stays @staging for
+        # 10: the prompt optimized from the same feedback, beside the adapter; a chain serving
+        # it goes through the gate (it is not promoted: the canary below judges the adapter's)
+        out.update(_prompt_path(settings, url, chain, verdicts, served, data_dir, clock, echo,
+                                gate_config))
+
+        # 11: the adapter's chain as the candidate, through the gate (it stays @staging for
         # the canary to decide); then monitoring
         candidate = log_chain(settings.root / "chains" / "docs_qa_tuned.py", name=chain,
                               alias="staging", settings=settings)
@@ -331,7 +338,7 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
         monitor = run_monitor(settings)
         overall = monitor.overall
         rate = overall["thumbs_up_rate"]
-        clock.done(10, f"gate: {chain}/{candidate.version} (adapter {tuned.model_name}/"
+        clock.done(11, f"gate: {chain}/{candidate.version} (adapter {tuned.model_name}/"
                        f"{tuned.version}) vs production {gate.baseline}: "
                        f"{'passed, stays @staging for a canary' if gate.passed else 'rejected'}")
         echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
@@ -344,9 +351,9 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
              f"{'OK' if monitor.ok else 'ALERT: ' + '; '.join(monitor.breaches)}")
         out.update(tuned_gate=gate, monitor=monitor)
 
-        # 11: a canary of the candidate on simulated live traffic, judged by the gateway
+        # 12: a canary of the candidate on simulated live traffic, judged by the gateway
         if not gate.passed:
-            clock.done(11, f"canary: none, {chain}/{candidate.version} did not pass the "
+            clock.done(12, f"canary: none, {chain}/{candidate.version} did not pass the "
                            "offline gate")
             return out
         # new users ask the questions of step 7 again: the candidate learned from the
@@ -358,7 +365,7 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
         state = canary.state
         arms = {arm: f"{sum(v.good for v in got)}/{len(got)} up"
                 for arm, got in canary.verdicts.items()}
-        clock.done(11, f"canary: {chain}/{state.candidate} vs production {state.production} "
+        clock.done(12, f"canary: {chain}/{state.candidate} vs production {state.production} "
                        f"on {canary.users} simulated users: {state.status} "
                        f"(thumbs: candidate {arms['candidate']}, production "
                        f"{arms['production']})")
@@ -371,6 +378,42 @@ def _serve_steps(settings: Settings, url: str, chain: str, users: int, clock: St
             echo(f"      plot: {canary.plot}")
         out["canary"] = canary
     return out
+
+
+def _prompt_path(settings: Settings, url: str, chain: str, verdicts: list[Any], served: str,
+                 data_dir: Path, clock: StepClock, echo: Callable[[str], None],
+                 gate_config: Any) -> dict[str, Any]:
+    """Step 10: ``qa`` optimized on the feedback (``llmops.demo.prompt_path``), then a chain
+    serving the new version gated against production."""
+    from llmops.chains import log_chain
+    from llmops.demo.prompt_path import optimize_from_feedback, table_lines
+    from llmops.evals import run_gate
+
+    found = optimize_from_feedback(settings, url, verdicts, served, data_dir, echo)
+    result = found["optimized"]
+    if result.registered_version is None:
+        clock.done(10, f"prompt: no version of qa beat qa/{result.base_version} on the "
+                       "held-out paraphrases; nothing registered")
+        return {"optimized": result}
+    version = f"qa/{result.registered_version}"
+    rows = len([v for v in verdicts if not v.good])
+    for line in table_lines(found["table"], f"qa/{result.base_version}", version, served,
+                            rows):
+        echo(line)
+    logged = log_chain(settings.root / "chains" / "docs_qa.py", name=chain, alias="staging",
+                       settings=settings, prompt=version)
+    metrics = {k: v for k, v in gate_config.metrics.items() if k != "latency_ms"}
+    gate = run_gate(chain, settings, promote_on_pass=False, config=gate_config.model_copy(
+        update={"endpoint": url, "metrics": metrics}))
+    clock.done(10, f"prompt: {version} optimized from qa/{result.base_version} on the feedback "
+                   f"(fewshot, no training), registered with its lineage; {chain}/"
+                   f"{logged.version} serving it vs production {gate.baseline}: "
+                   f"{'passed (not promoted: the canary judges the adapter)' if gate.passed else 'rejected'}")
+    echo(f"      candidate golden: {_scores(gate.candidate_report)}\n"
+         f"      production golden: {_scores(gate.baseline_report)}")
+    _echo_reasons(echo, gate)
+    return {"optimized": result, "prompt_table": found["table"], "prompt_gate": gate,
+            "prompt_chain": logged}
 
 
 def _paraphrases(settings: Settings, corrected: list[dict[str, Any]], out: Path) -> Path | None:

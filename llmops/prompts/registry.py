@@ -23,6 +23,7 @@ __all__ = [
     "diff_versions",
     "get_version",
     "list_prompts",
+    "register_version",
     "set_alias",
     "sync_prompts",
     "to_template",
@@ -32,6 +33,7 @@ TAG_HASH = "llmops.content_hash"
 TAG_FILE = "llmops.source_file"
 TAG_COMMIT = "llmops.git_commit"
 TAG_DIRTY = "llmops.git_dirty"
+TAG_OPTIMIZER = "llmops.optimizer"  # a version an optimization run registered (not from git)
 
 
 @dataclass
@@ -108,7 +110,8 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
     commit = git_commit(settings.root)
     report = SyncReport()
     for tpl in templates:
-        versions = _versions(tpl.name)
+        # what git last registered: an optimized version in between is not the file's content
+        versions = [v for v in _versions(tpl.name) if TAG_OPTIMIZER not in (v.tags or {})]
         latest = versions[0] if versions else None
         if latest is not None and (latest.tags or {}).get(TAG_HASH) == tpl.content_hash:
             report.unchanged.append((tpl.name, int(latest.version)))
@@ -139,6 +142,24 @@ def sync_prompts(settings: Settings | None = None, folder: Path | None = None) -
             ) from exc
         report.registered.append((tpl.name, int(version.version)))
     return report
+
+
+def register_version(template: PromptTemplate, tags: dict[str, str], message: str,
+                     settings: Settings | None = None) -> int:
+    """Register ``template`` as a new version of its prompt (no alias moves); its number."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    connect(settings or load_settings())
+    try:
+        version = mlflow.genai.register_prompt(
+            name=template.name, template=template.template, commit_message=message,
+            tags={**tags, TAG_HASH: template.content_hash},
+            model_config=template.model_parameters or None)
+    except MlflowException as exc:
+        raise PromptError(f"registering a version of prompt '{template.name}' failed: "
+                          f"{exc.message.splitlines()[0]}") from exc
+    return int(version.version)
 
 
 def get_version(ref: str | Ref, settings: Settings | None = None) -> PromptVersion:

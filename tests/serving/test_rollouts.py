@@ -101,7 +101,17 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     chains = project / "chains"
     v1 = log_chain(chains / "docs_qa.py", alias="staging", settings=settings).version
     promote("docs-qa", "production", v1, settings=settings)
-    v2 = log_chain(chains / "docs_qa.py", alias="staging", settings=settings).version
+    # the candidate serves an optimized prompt version (llmops prompts optimize's kind: the
+    # same template carrying demonstrations from feedback, retrieved per question)
+    from llmops.optimize import with_demonstrations
+    from llmops.prompts import get_version, register_version, to_template
+
+    shown = [{"question": "How do I promote a chain?", "answer": "Run llmops chains promote."}]
+    optimized = register_version(with_demonstrations(
+        to_template(get_version("qa/1", settings)), shown, 1, 0.5, settings.index.embedder),
+        {"llmops.optimizer": "fewshot"}, "demonstrations from feedback", settings)
+    v2 = log_chain(chains / "docs_qa.py", alias="staging", settings=settings,
+                   prompt=f"qa/{optimized}").version
 
     # bad input: a clear error, nothing written
     for chain, candidate, message in (("nope", "staging", "no @production version"),

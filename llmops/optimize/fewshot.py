@@ -1,0 +1,66 @@
+"""Few-shot search: demonstrations from the feedback, retrieved per question, tuned on held-out.
+
+The pool is the feedback's examples (corrections first: they carry what the model got
+wrong; then answers rated good). A candidate is the base template carrying that pool with
+``k`` (how many demonstrations a question gets) and ``min_similarity`` (how close an
+example's question must be to be shown); at answer time the chain puts the closest examples
+before the question (``llmops.chains.demonstrations``), so a question users corrected
+before, however it is worded, is answered with the correction in front of the model, and a
+new one gets the base prompt. The search scores settings of ``k`` and ``min_similarity`` on
+the held-out examples and keeps the best. No model writes prompts here, so it works with a
+135M model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from llmops.chains.demonstrations import DEMONSTRATIONS_KEY
+from llmops.optimize.config import OptimizeConfig
+from llmops.optimize.data import Example
+from llmops.prompts.templates import PromptTemplate
+
+__all__ = ["SETTINGS", "fewshot_candidates", "with_demonstrations"]
+
+# (k, min_similarity), most promising first; a budget of N tries the first N. MiniLM's cosine
+# between a golden question and its paraphrase (evals/): median 0.6, a third under 0.5; the
+# closest other golden question: median 0.44 (so a low bar shows some unrelated examples too)
+SETTINGS = [(2, 0.4), (1, 0.5), (3, 0.3), (2, 0.55), (1, 0.4), (2, 0.3), (3, 0.5), (1, 0.6),
+            (2, 0.65), (4, 0.3), (1, 0.3), (3, 0.6)]
+_MAX_CHARS = 7000  # MLflow keeps a version's model parameters in a tag (8,000 characters)
+_MAX_ANSWER = 400
+
+
+def _pool(train: list[Example], max_examples: int) -> list[dict[str, str]]:
+    ordered = ([e for e in train if e.origin == "correction"]
+               + [e for e in train if e.origin != "correction"])
+    pool: list[dict[str, str]] = []
+    for e in ordered[:max_examples]:
+        candidate = [*pool, {"question": e.question[:_MAX_ANSWER],
+                             "answer": e.expected[:_MAX_ANSWER]}]
+        if len(json.dumps(candidate, ensure_ascii=False)) > _MAX_CHARS:
+            break
+        pool = candidate
+    return pool
+
+
+def with_demonstrations(template: PromptTemplate, examples: list[dict[str, str]], k: int,
+                        min_similarity: float, embedder: str) -> PromptTemplate:
+    """``template`` carrying ``examples`` to show, ``k`` at most per question."""
+    if not isinstance(template.template, list):
+        raise ValueError(f"prompt '{template.name}' is a text template: demonstrations are "
+                         "put in as chat turns, so the few-shot search needs a chat template "
+                         "(use --optimizer gepa)")
+    params = {**template.model_parameters, DEMONSTRATIONS_KEY: {
+        "examples": examples, "k": k, "min_similarity": min_similarity, "embedder": embedder}}
+    return replace(template, model_parameters=params)
+
+
+def fewshot_candidates(template: PromptTemplate, train: list[Example], config: OptimizeConfig,
+                       embedder: str) -> list[tuple[str, PromptTemplate]]:
+    """Up to ``budget`` candidates: (a description, the template)."""
+    pool = _pool(train, config.max_demos)
+    return [(f"{len(pool)} examples, k={k}, min similarity {sim:g}",
+             with_demonstrations(template, pool, k, sim, embedder))
+            for k, sim in SETTINGS[:config.budget]]

@@ -13,20 +13,14 @@ from deltalake import DeltaTable
 from llmops.errors import LlmopsError
 from llmops.lakehouse import append_rows, optimize_tables, read_table, table_path, vacuum_tables
 from tests.conftest import run_cli
+from tests.lakehouse.conftest import lakehouse
 
 TABLE = "inference_log"
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A bare project: the lakehouse is all these commands need (no models, no MLflow)."""
-    (tmp_path / "llmops.yaml").write_text("project: t\n")
-    monkeypatch.delenv("LLMOPS_ENV", raising=False)
-    return tmp_path
-
-
-def lakehouse(project: Path) -> Path:
-    return project / ".llmops" / "dev" / "lakehouse"
+def project(bare_project: Path) -> Path:
+    return bare_project
 
 
 def fill(project: Path, commits: int, tag: str = "r") -> list[str]:

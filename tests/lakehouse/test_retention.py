@@ -13,20 +13,14 @@ from deltalake import DeltaTable
 from llmops.errors import LlmopsError
 from llmops.lakehouse import TABLES, append_rows, read_table, retain_tables, table_path
 from tests.conftest import run_cli
+from tests.lakehouse.conftest import lakehouse
 
 NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A bare project: the lakehouse is all these commands need (no models, no MLflow)."""
-    (tmp_path / "llmops.yaml").write_text("project: t\n")
-    monkeypatch.delenv("LLMOPS_ENV", raising=False)
-    return tmp_path
-
-
-def lakehouse(project: Path) -> Path:
-    return project / ".llmops" / "dev" / "lakehouse"
+def project(bare_project: Path) -> Path:
+    return bare_project
 
 
 def fill(lake: Path | str) -> None:

@@ -44,7 +44,8 @@ def echo_engine(tmp_path: Path):
     stop_process_tree(proc, grace_s=5)
 
 
-def start(project: Path, engine: tuple[str, str], env: str) -> GatewayProcess:
+def start(project: Path, engine: tuple[str, str], env: str,
+          more: dict[str, str] | None = None) -> GatewayProcess:
     port = free_port()
     (project / "serving").mkdir(exist_ok=True)
     # a long flush interval: the rows stay in the write-ahead log until the gateway stops
@@ -55,7 +56,8 @@ def start(project: Path, engine: tuple[str, str], env: str) -> GatewayProcess:
     return GatewayProcess(project, port, env={"LLMOPS_ENGINE_API_KEY": engine[1],
                                               "LLMOPS_ENV": env,
                                               "LLMOPS_API_KEYS": f"{KEY}=invoke,feedback;"
-                                                                 f"{ADMIN}=admin,metrics"},
+                                                                 f"{ADMIN}=admin,metrics",
+                                              **(more or {})},
                           args=("--engine-url", engine[0])).wait_ready(timeout=240)
 
 
@@ -95,8 +97,11 @@ def table_text(project: Path, env: str) -> str:
 
 
 def test_with_redaction_on_no_canary_is_stored_and_the_client_gets_the_answer_unchanged(
-        project: Path, echo_engine) -> None:
-    gw = start(project, echo_engine, "prod")  # prod redacts by default
+        project: Path, echo_engine, otlp_receiver) -> None:
+    # prod redacts by default; its spans carry message content (capture on), redacted too
+    gw = start(project, echo_engine, "prod", {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.url,
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
     try:
         answer, streamed, metrics = exchange(gw.url)
         # logging_only: the engine got the prompt as sent (it echoes it), so did the client
@@ -104,8 +109,16 @@ def test_with_redaction_on_no_canary_is_stored_and_the_client_gets_the_answer_un
         wal = wal_text(project, "prod")
         assert wal.count('"request_id"') >= 3  # two requests and a piece of feedback
     finally:
-        gw.stop()  # its write-ahead log commits to Delta as it stops
+        gw.stop()  # its write-ahead log commits to Delta as it stops (and its spans go out)
     rows = wait_rows(project, "inference_log", 2, env="prod")
+    ids = set(read_rows(project, "inference_log", "prod")["request_id"])
+    spans = [s for s in otlp_receiver.wait_for(lambda got: ids <= {
+        s.attributes.get("llmops.request_id") for s in got}) if s.attributes.get(
+        "llmops.request_id") in ids]
+    content = json.dumps([s.attributes for s in spans])
+    assert "gen_ai.input.messages" in content and "<CREDIT_CARD>" in content
+    assert not any(canary in content or json.dumps(canary)[1:-1] in content
+                   for canary in CANARIES.values())
     feedback = wait_rows(project, "feedback", 1, env="prod")
     tables = table_text(project, "prod")
     for entity, canary in CANARIES.items():

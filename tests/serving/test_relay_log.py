@@ -23,9 +23,11 @@ class _Rows:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.observed: list[dict[str, Any]] = []
 
-    def log(self, row: dict[str, Any]) -> None:
+    def log(self, row: dict[str, Any], **observed: Any) -> None:
         self.rows.append(row)
+        self.observed.append(observed)  # first_token_s, queue_s, span: the metrics' inputs
 
 
 def _event(body: dict[str, Any]) -> bytes:
@@ -88,6 +90,7 @@ def test_a_stream_cut_short_logs_the_text_that_came_and_counts_its_chunks() -> N
     relay.log(499)
     assert rows.rows[0]["response"] == "Hello"
     assert (rows.rows[0]["status"], rows.rows[0]["completion_tokens"]) == (499, 2)
+    assert rows.observed[0]["first_token_s"] is None  # a cut stream gives no time to first token
 
 
 def test_an_event_that_is_not_json_is_skipped_and_the_others_are_kept() -> None:
@@ -99,6 +102,7 @@ def test_an_event_that_is_not_json_is_skipped_and_the_others_are_kept() -> None:
     relay.log(200)
     assert rows.rows[0]["response"] == "one two"
     assert rows.rows[0]["completion_tokens"] == 2
+    assert rows.observed[0]["first_token_s"] > 0  # from the first bytes the engine sent
 
 
 def test_a_long_stream_is_parsed_as_it_goes_not_held_whole(monkeypatch: Any) -> None:

@@ -66,8 +66,8 @@ def _base(name: str, ref: str | None, settings: Settings) -> Any:
         return get_version(name, settings)
 
 
-def _check_variables(base: PromptTemplate, examples: FeedbackExamples, name: str,
-                     settings: Settings) -> None:
+def _check_variables(base: PromptTemplate, base_version: int, examples: FeedbackExamples,
+                     name: str, settings: Settings) -> None:
     """The feedback's examples were served with versions taking the base's variables."""
     served = {e.prompt_version for e in examples.train + examples.heldout if e.prompt_version}
     for version in sorted(served):
@@ -78,7 +78,7 @@ def _check_variables(base: PromptTemplate, examples: FeedbackExamples, name: str
         if set(other.variables) != set(base.variables):
             raise PromptVariableError(
                 f"the feedback was collected with {name}/{version}, which takes "
-                f"{', '.join(sorted(other.variables))}; {name}/{base.tags.get('version', '?')} "
+                f"{', '.join(sorted(other.variables))}; {name}/{base_version} "
                 f"takes {', '.join(sorted(base.variables))}: a template whose variables changed "
                 f"cannot be optimized on it (optimize from {name}/{version}, or collect feedback "
                 "on the new template); nothing registered")
@@ -86,10 +86,9 @@ def _check_variables(base: PromptTemplate, examples: FeedbackExamples, name: str
 
 def _chain(settings: Settings, chain_file: Path | None, prompt: str) -> ChainConfig:
     path = chain_file or settings.root / CHAIN_FILE
+    defaults = read_chain_defaults(Path(path))  # ChainFileError for an unreadable file
     try:
-        config = ChainConfig.model_validate(read_chain_defaults(Path(path)))
-    except ChainFileError:
-        raise
+        config = ChainConfig.model_validate(defaults)
     except Exception as exc:  # pydantic ValidationError
         raise ChainFileError(f"{path}: CONFIG is invalid: {exc}") from exc
     return config.model_copy(update={"prompt": prompt})
@@ -110,11 +109,8 @@ def optimize_prompt(name: str, settings: Settings | None = None,
     version = _base(name, base_ref, settings)
     base = to_template(version)
     base_version = int(version.version)
-    base = PromptTemplate(name=version.name, template=base.template, variables=base.variables,
-                          model_parameters=base.model_parameters,
-                          tags={"version": str(base_version)})
     examples = feedback_examples(settings, version.name, config, chain=chain)
-    _check_variables(base, examples, version.name, settings)
+    _check_variables(base, base_version, examples, version.name, settings)
     chain_config = _chain(settings, chain_file, f"{version.name}/{base_version}")
     scorer = PromptScorer(settings, chain_config, config,
                           retriever=chain_retriever(chain_config, settings))
@@ -192,11 +188,13 @@ def score_on(settings: Settings, templates: dict[str, PromptTemplate], models: d
 
     examples = [Example(str(r["question"]), str(r["expected"]), "heldout") for r in rows]
     out: dict[tuple[str, str], list[str]] = {}
+    chain_config = _chain(settings, chain_file, next(iter(templates.values())).name)
+    retriever = chain_retriever(chain_config, settings)
+    contexts: dict[str, str] = {}  # retrieved once per question, for every combination
     for label, template in templates.items():
-        chain_config = _chain(settings, chain_file, f"{template.name}")
-        retriever = chain_retriever(chain_config, settings)
         for model_label, model in models.items():
             scorer = PromptScorer(settings, chain_config, (config or OptimizeConfig()).model_copy(
-                update={"endpoint": endpoint, "model": model}), retriever=retriever)
+                update={"endpoint": endpoint, "model": model}), retriever=retriever,
+                                  contexts=contexts)
             out[(label, model_label)] = scorer.ask(template, examples).answers
     return out

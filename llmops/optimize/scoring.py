@@ -46,15 +46,15 @@ class PromptScorer:
     config: OptimizeConfig
     retriever: Any = None
     calls: int = 0
-    _contexts: dict[str, str] = field(default_factory=dict)
+    contexts: dict[str, str] = field(default_factory=dict)  # question -> its context
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _context(self, question: str) -> str:
         if self.retriever is None:
             return ""
-        if question not in self._contexts:
-            self._contexts[question] = format_context(self.retriever.invoke(question))
-        return self._contexts[question]
+        if question not in self.contexts:
+            self.contexts[question] = format_context(self.retriever.invoke(question))
+        return self.contexts[question]
 
     def _model(self, template: PromptTemplate) -> Any:
         resolved = ResolvedPrompt(name=template.name, version=0, uri="prompts:/candidate/0",

@@ -54,6 +54,7 @@ class GatewayState:
         self.base_model = config.engine.served_model_name
         self.upstream = upstream
         self.keys = keys
+        self._key_names = frozenset(k.name for k in keys.keys)  # the serving metrics' key label
         self.limiter = KeyLimiter()
         self.wal = wal
         self.requests = requests
@@ -150,8 +151,9 @@ class GatewayState:
         full = {"env": self.env, "ts": utcnow(), **redacted_row(self.redactor, row)}
         self.wal.append("inference_log", full)
         self.requests.add(row["request_id"], owner_of(row.get("client"), row.get("end_user")))
-        self.metrics.observe(full, self.metric_labels(full))
-        self.metrics.observe_genai(full, self.genai_labels(full), first_token_s=first_token_s,
+        labels = self.metric_labels(full)
+        self.metrics.observe(full, labels)
+        self.metrics.observe_genai(full, self.genai_labels(full, labels), first_token_s=first_token_s,
                                    queue_s=queue_s)
         if span is not None:
             finish_span(span, full)
@@ -197,14 +199,14 @@ class GatewayState:
             "chain": chain if not chain or chain in self.served_chains else "unknown",
         }
 
-    def genai_labels(self, row: dict[str, Any]) -> dict[str, str]:
-        """The serving metrics' labels (``GENAI_LABELS``), each from a bounded set."""
-        labels = self.metric_labels(row)
+    def genai_labels(self, row: dict[str, Any], labels: dict[str, str]) -> dict[str, str]:
+        """The serving metrics' labels (``GENAI_LABELS``), each from a bounded set, from the
+        row and its ``metric_labels``."""
         client = row.get("client") or ""
-        known = any(k.name == client for k in self.keys.keys)
         return {"gen_ai_operation_name": operation_name(row["endpoint"]),
                 "gen_ai_request_model": labels["adapter"] or labels["model"],
-                "chain": labels["chain"], "key": client if known else "anonymous"}
+                "chain": labels["chain"],
+                "key": client if client in self._key_names else "anonymous"}
 
     def _serves(self, name: str) -> bool:
         return name == self.base_model or name in self.upstream.models

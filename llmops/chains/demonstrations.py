@@ -3,8 +3,11 @@
 An optimized prompt version (``llmops prompts optimize``, the ``fewshot`` optimizer) keeps,
 in its model parameters under ``llmops.demonstrations``, examples from feedback (a question
 and the answer users wanted: their correction, or an answer they rated good), how many to
-show (``k``) and how close a question must be (``min_similarity``, cosine of the index's
-embedder). For each question the chain is asked, the closest examples above that similarity
+show (``k``), how close a question must be (``min_similarity``, cosine of the index's
+embedder) and what it is compared with (``match``: the example's question, or its question
+and answer together, which also matches a question worded like the answer: "which command
+moves the production alias?" is closer to "promote ... --alias production" than to "How do I
+promote a chain?"). For each question the chain is asked, the closest examples above that similarity
 go before the question as user/assistant turns; a question like none of them gets the
 base prompt as it was. The template and its variables do not change, so any chain serving
 the prompt serves its optimized versions too.
@@ -20,9 +23,10 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from pydantic import ConfigDict, PrivateAttr
 
-__all__ = ["DEMONSTRATIONS_KEY", "RetrievedDemonstrationsPrompt", "demonstration_settings"]
+__all__ = ["DEMONSTRATIONS_KEY", "MATCHES", "RetrievedDemonstrationsPrompt", "demonstration_settings"]
 
 DEMONSTRATIONS_KEY = "llmops.demonstrations"
+MATCHES = ("question", "question_answer")
 
 
 def demonstration_settings(model_parameters: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -41,6 +45,7 @@ class RetrievedDemonstrationsPrompt(BasePromptTemplate):
     k: int = 2
     min_similarity: float = 0.6
     embedder: str = "minilm"
+    match: str = "question"  # or "question_answer"
     _vectors: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
@@ -48,12 +53,16 @@ class RetrievedDemonstrationsPrompt(BasePromptTemplate):
     def wrap(cls, base: BasePromptTemplate, settings: dict[str, Any]) -> RetrievedDemonstrationsPrompt:
         if not isinstance(base, ChatPromptTemplate):
             raise TypeError("demonstrations need a chat template (a list of messages)")
+        if settings.get("match", "question") not in MATCHES:
+            raise ValueError(f"demonstrations' match must be one of {', '.join(MATCHES)}, "
+                             f"not {settings['match']!r}")
         return cls(base=base, input_variables=list(base.input_variables),
                    examples=[{"question": str(e["question"]), "answer": str(e["answer"])}
                              for e in settings["examples"]],
                    k=int(settings.get("k", 2)),
                    min_similarity=float(settings.get("min_similarity", 0.6)),
                    embedder=str(settings.get("embedder", "minilm")),
+                   match=str(settings.get("match", "question")),
                    metadata=base.metadata)
 
     @property
@@ -67,13 +76,19 @@ class RetrievedDemonstrationsPrompt(BasePromptTemplate):
 
         return np.asarray(load_embedder(self.embedder).embed(texts), dtype="float32")
 
+    def _key(self, example: dict[str, str]) -> str:
+        """What a question is compared with: the example's question, or question and answer."""
+        if self.match == "question_answer":
+            return f"{example['question']} {example['answer']}"
+        return example["question"]
+
     def select(self, question: str) -> list[dict[str, str]]:
         """The examples shown for ``question``: the ``k`` closest, above ``min_similarity``."""
         import numpy as np
 
         with self._lock:
             if self._vectors is None:
-                self._vectors = self._embed([e["question"] for e in self.examples])
+                self._vectors = self._embed([self._key(e) for e in self.examples])
         similarity = self._vectors @ self._embed([question])[0]
         order = np.argsort(-similarity)[:self.k]
         return [self.examples[i] for i in order if similarity[i] >= self.min_similarity]

@@ -160,3 +160,29 @@ def test_a_question_gets_the_demonstrations_closest_to_it_and_a_new_one_none() -
     # a text template cannot carry chat turns: a clear error
     with pytest.raises(ValueError, match="chat template"):
         with_demonstrations(PromptTemplate.draft("Q: {{question}}"), shown, 1, 0.6, "minilm")
+
+
+def test_matching_on_question_and_answer_finds_a_question_worded_like_the_answer() -> None:
+    from llmops.chains.building import prompt_with_demonstrations
+    from llmops.optimize import with_demonstrations
+    from llmops.prompts import PromptTemplate
+
+    base = PromptTemplate.draft([{"role": "system", "content": "Be brief.\n\n{{context}}"},
+                                 {"role": "user", "content": "Question: {{question}}"}], "qa")
+    gate = {"question": "Which file configures the promotion gate?",
+            "answer": "The promotion gate reads evals/gate.yaml: its datasets, metrics and "
+                      "thresholds."}
+    shown = [gate, {"question": "Which torch version is installed?", "answer": "torch==2.13.0."}]
+    asked = {"context": "ctx",
+             "question": "llmops eval gate reads its datasets and metrics from what file?"}
+    # MiniLM's cosine to the example's question alone is under 0.3: not shown at a 0.4 floor
+    by_question = prompt_with_demonstrations(
+        with_demonstrations(base, shown, 1, 0.4, "minilm", "question"))
+    assert [m.type for m in by_question.invoke(asked).to_messages()] == ["system", "human"]
+    # with its answer, which names what the question asks about, it is the one shown
+    both = with_demonstrations(base, shown, 1, 0.4, "minilm", "question_answer")
+    messages = prompt_with_demonstrations(both).invoke(asked).to_messages()
+    assert [m.type for m in messages] == ["system", "human", "ai", "human"]
+    assert messages[2].content == gate["answer"]
+    with pytest.raises(ValueError, match="match must be one of"):
+        prompt_with_demonstrations(with_demonstrations(base, shown, 1, 0.4, "minilm", "answer"))

@@ -69,7 +69,7 @@ test: $(STAMP) $(CHROMIUM) $(POSTGRES) $(PROMTOOL)
 	cache=$$(mktemp -d); rc=0; export LLMOPS_TEST_CACHE=$$cache; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	  --ignore=$(DEMO_TEST) || rc=$$?; \
-	$(BIN)/python -m pytest $(DEMO_TEST) || rc=$$?; \
+	$(BIN)/python -m pytest -rP $(DEMO_TEST) || rc=$$?; \
 	rm -rf "$$cache"; exit $$rc
 
 lint: $(STAMP)

@@ -41,6 +41,7 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     out = run_cli("demo", "--profile", "quick", cwd=project, timeout=2700)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout
+    print(text)  # the steps' times, in the report of a passed run with -rP (make test)
     for step in range(1, 13):
         assert re.search(rf"^\[{step}/12\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
     assert f"base model: smollm2 ({smollm2_dir})" in text

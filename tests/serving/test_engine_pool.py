@@ -173,7 +173,9 @@ def test_two_replicas_on_s3_one_killed_under_load_log_everything_once(
     urls = [a_engine.url, b_engine.url]
     port_a = free_port()
     gw_a = pool_gateway(project, engines.key, urls, port=port_a, log_flush_interval_s=1.0)
-    gw_b = pool_gateway(project, engines.key, urls, log_flush_interval_s=1.0)
+    # B waits up to 15 s for a request another replica answered (the default, 5 s, is short of
+    # the restarted A's 3 s flush plus an S3 commit on a busy machine: CI saw a 404 once)
+    gw_b = pool_gateway(project, engines.key, urls, log_flush_interval_s=1.0, feedback_wait_s=15.0)
     stop = threading.Event()
     acked: dict[str, list[str]] = {"a": [], "b": []}
     fb_acked: dict[str, list[str]] = {"a": [], "b": []}
@@ -197,10 +199,10 @@ def test_two_replicas_on_s3_one_killed_under_load_log_everything_once(
         assert fresh.status_code == 200
         assert fresh.headers["x-request-id"] not in set(
             read_table(s3_env, "inference_log")["request_id"])
-        cross = httpx.post(gw_b.url + "/v1/feedback", timeout=30, json={
+        cross = httpx.post(gw_b.url + "/v1/feedback", timeout=60, json={
             "request_id": fresh.headers["x-request-id"], "rating": 1})
         assert cross.status_code == 200, cross.text
-        made_up = httpx.post(gw_b.url + "/v1/feedback", timeout=30, json={
+        made_up = httpx.post(gw_b.url + "/v1/feedback", timeout=60, json={
             "request_id": f"{fresh.headers['x-request-id'][:12]}{'0' * 20}", "rating": 1})
         assert made_up.status_code == 404
     finally:

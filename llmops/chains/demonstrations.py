@@ -6,9 +6,9 @@ and the answer users wanted: their correction, or an answer they rated good), ho
 show (``k``), how close a question must be (``min_similarity``, cosine of the index's
 embedder) and what it is compared with (``match``: the example's question, or its question
 and answer together, which also matches a question worded like the answer: "which command
-moves the production alias?" is closer to "promote ... --alias production" than to "How do I
-promote a chain?"). For each question the chain is asked, the closest examples above that similarity
-go before the question as user/assistant turns; a question like none of them gets the
+moves the production alias?" is closer to "promote ... --alias production" than to "How do
+I promote a chain?"). For each question the chain is asked, the closest examples above that
+similarity go before the question as user/assistant turns; a question like none of them gets the
 base prompt as it was. The template and its variables do not change, so any chain serving
 the prompt serves its optimized versions too.
 """
@@ -23,10 +23,19 @@ from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from pydantic import ConfigDict, PrivateAttr
 
-__all__ = ["DEMONSTRATIONS_KEY", "MATCHES", "RetrievedDemonstrationsPrompt", "demonstration_settings"]
+__all__ = ["DEMONSTRATIONS_KEY", "MATCHES", "RetrievedDemonstrationsPrompt", "check_match",
+           "demonstration_settings"]
 
 DEMONSTRATIONS_KEY = "llmops.demonstrations"
-MATCHES = ("question", "question_answer")
+MATCHES = ("question", "question_answer")  # what a question is compared with
+
+
+def check_match(match: str) -> str:
+    """``match`` if it is one of :data:`MATCHES`, else a ValueError naming them."""
+    if match not in MATCHES:
+        raise ValueError(f"demonstrations' match must be one of {', '.join(MATCHES)}, "
+                         f"not {match!r}")
+    return match
 
 
 def demonstration_settings(model_parameters: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,16 +62,13 @@ class RetrievedDemonstrationsPrompt(BasePromptTemplate):
     def wrap(cls, base: BasePromptTemplate, settings: dict[str, Any]) -> RetrievedDemonstrationsPrompt:
         if not isinstance(base, ChatPromptTemplate):
             raise TypeError("demonstrations need a chat template (a list of messages)")
-        if settings.get("match", "question") not in MATCHES:
-            raise ValueError(f"demonstrations' match must be one of {', '.join(MATCHES)}, "
-                             f"not {settings['match']!r}")
         return cls(base=base, input_variables=list(base.input_variables),
                    examples=[{"question": str(e["question"]), "answer": str(e["answer"])}
                              for e in settings["examples"]],
                    k=int(settings.get("k", 2)),
                    min_similarity=float(settings.get("min_similarity", 0.6)),
                    embedder=str(settings.get("embedder", "minilm")),
-                   match=str(settings.get("match", "question")),
+                   match=check_match(str(settings.get("match", "question"))),
                    metadata=base.metadata)
 
     @property

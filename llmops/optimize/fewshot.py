@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from llmops.chains.demonstrations import DEMONSTRATIONS_KEY
+from llmops.chains.demonstrations import DEMONSTRATIONS_KEY, MATCHES, check_match
 from llmops.optimize.config import OptimizeConfig
 from llmops.optimize.data import Example
 from llmops.prompts.templates import PromptTemplate
@@ -31,7 +31,7 @@ __all__ = ["SETTINGS", "fewshot_candidates", "with_demonstrations"]
 # question alone 0.258. MiniLM's cosine between a paraphrase and its original's question
 # (evals/, 30 pairs): median 0.62, a quarter under 0.43, top-1 21/30; with the answer
 # appended: median 0.63, a quarter under 0.53, top-1 27/30; the closest other: median 0.46.
-QA, Q = "question_answer", "question"
+Q, QA = MATCHES
 SETTINGS = [(1, 0.4, QA), (2, 0.4, QA), (1, 0.5, QA), (2, 0.4, Q), (1, 0.3, QA), (1, 0.5, Q),
             (3, 0.3, QA), (2, 0.55, Q), (1, 0.6, QA), (3, 0.3, Q), (2, 0.5, QA), (1, 0.6, Q)]
 _MAX_CHARS = 7000  # MLflow keeps a version's model parameters in a tag (8,000 characters)
@@ -59,6 +59,7 @@ def with_demonstrations(template: PromptTemplate, examples: list[dict[str, str]]
         raise ValueError(f"prompt '{template.name}' is a text template: demonstrations are "
                          "put in as chat turns, so the few-shot search needs a chat template "
                          "(use --optimizer gepa)")
+    check_match(match)  # before any version carries it
     params = {**template.model_parameters, DEMONSTRATIONS_KEY: {
         "examples": examples, "k": k, "min_similarity": min_similarity, "embedder": embedder,
         "match": match}}

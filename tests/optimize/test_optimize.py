@@ -163,7 +163,10 @@ def test_a_question_gets_the_demonstrations_closest_to_it_and_a_new_one_none() -
 
 
 def test_matching_on_question_and_answer_finds_a_question_worded_like_the_answer() -> None:
+    from dataclasses import replace
+
     from llmops.chains.building import prompt_with_demonstrations
+    from llmops.chains.demonstrations import DEMONSTRATIONS_KEY
     from llmops.optimize import with_demonstrations
     from llmops.prompts import PromptTemplate
 
@@ -184,5 +187,10 @@ def test_matching_on_question_and_answer_finds_a_question_worded_like_the_answer
     messages = prompt_with_demonstrations(both).invoke(asked).to_messages()
     assert [m.type for m in messages] == ["system", "human", "ai", "human"]
     assert messages[2].content == gate["answer"]
+    # an unknown match: refused when the version is made, and when a stored one is read
     with pytest.raises(ValueError, match="match must be one of"):
-        prompt_with_demonstrations(with_demonstrations(base, shown, 1, 0.4, "minilm", "answer"))
+        with_demonstrations(base, shown, 1, 0.4, "minilm", "answer")
+    stored = replace(both, model_parameters={**both.model_parameters, DEMONSTRATIONS_KEY: {
+        **both.model_parameters[DEMONSTRATIONS_KEY], "match": "answer"}})
+    with pytest.raises(ValueError, match="match must be one of"):
+        prompt_with_demonstrations(stored)

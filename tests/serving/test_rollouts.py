@@ -150,7 +150,7 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     b2 = routing_gateway()
     # picked up by both running gateways within seconds, without a restart
     for h in (ha, hb):
-        _until("the gateway routes by the rollout", lambda h=h: "rollout" in _ask(h, "probe"), 10)
+        _until("the gateway routes by the rollout", lambda h=h: "rollout" in _ask(h, "probe"))
 
     users = [f"user-{i}" for i in range(30)]
     on_a = _ask_all(ha, users)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmops.processes import start_process, stop_process_tree, wait_for_http
@@ -113,6 +114,20 @@ class GatewayProcess:
 
     def output(self) -> str:
         return (self.project / f"gateway-{self.port}.log").read_text(errors="replace")
+
+    def diagnosis(self) -> str:
+        """What the gateway says about its log, for a failing assertion's message: its
+        write-ahead log's backlog and flush failures (``/metrics``) and its output's tail."""
+        try:
+            metrics = httpx.get(self.url + "/metrics", timeout=10).text
+            wal = "\n".join(line for line in metrics.splitlines()
+                            if line.startswith(("llmops_log_", "llmops_wal_")))
+        except httpx.HTTPError as exc:
+            wal = f"/metrics: {exc!r}"
+        wal_dir = self.project / ".llmops" / "dev" / "wal"
+        waiting = sorted(str(p.relative_to(wal_dir)) for p in wal_dir.rglob("*.jsonl"))
+        return (f"gateway :{self.port}\n{wal}\nsegments waiting: {waiting[:20]}\n"
+                f"output (tail):\n{self.output()[-3000:]}")
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

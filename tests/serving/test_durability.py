@@ -91,9 +91,14 @@ def test_two_gateways_share_the_tables(project: Path, start_gateway) -> None:
         t.join(timeout=60)
     acked = acked_a + acked_b
     rows = wait_rows(project, "inference_log", len(acked), timeout=60)
-    assert sorted(rows["request_id"]) == sorted(acked)
+    missing = set(acked) - set(rows["request_id"])
+    assert not missing and sorted(rows["request_id"]) == sorted(acked), (
+        f"{len(rows)} rows for {len(acked)} acknowledged requests; missing "
+        f"{len(missing & set(acked_a))} of gateway A's {len(acked_a)} and "
+        f"{len(missing & set(acked_b))} of B's {len(acked_b)}\n"
+        f"{a.diagnosis()}\n{b.diagnosis()}")
     feedback = wait_rows(project, "feedback", len(fb), timeout=60)
-    assert sorted(feedback["feedback_id"]) == sorted(fb)
+    assert sorted(feedback["feedback_id"]) == sorted(fb), f"{a.diagnosis()}\n{b.diagnosis()}"
 
     # feedback sent to one gateway for a request the other served (and has flushed) is
     # accepted, as a replica behind a load balancer gets it; an unknown id is still 404

@@ -117,15 +117,19 @@ class GatewayProcess:
 
     def diagnosis(self) -> str:
         """What the gateway says about its log, for a failing assertion's message: its
-        write-ahead log's backlog and flush failures (``/metrics``) and its output's tail."""
+        write-ahead log's backlog and flush failures (``/metrics``), the segments its log
+        folder still holds and its output's tail."""
+        from llmops.serving.server import default_instance
+
         try:
             metrics = httpx.get(self.url + "/metrics", timeout=10).text
             wal = "\n".join(line for line in metrics.splitlines()
-                            if line.startswith(("llmops_log_", "llmops_wal_")))
+                            if line.startswith("llmops_log_"))
         except httpx.HTTPError as exc:
             wal = f"/metrics: {exc!r}"
-        wal_dir = self.project / ".llmops" / "dev" / "wal"
-        waiting = sorted(str(p.relative_to(wal_dir)) for p in wal_dir.rglob("*.jsonl"))
+        state = self.project / ".llmops" / "dev"
+        folder = state / "wal" / default_instance(state, self.port)
+        waiting = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jsonl"))
         return (f"gateway :{self.port}\n{wal}\nsegments waiting: {waiting[:20]}\n"
                 f"output (tail):\n{self.output()[-3000:]}")
 

@@ -92,7 +92,7 @@ def test_two_gateways_share_the_tables(project: Path, start_gateway) -> None:
     acked = acked_a + acked_b
     rows = wait_rows(project, "inference_log", len(acked), timeout=60)
     missing = set(acked) - set(rows["request_id"])
-    assert not missing and sorted(rows["request_id"]) == sorted(acked), (
+    assert sorted(rows["request_id"]) == sorted(acked), (
         f"{len(rows)} rows for {len(acked)} acknowledged requests; missing "
         f"{len(missing & set(acked_a))} of gateway A's {len(acked_a)} and "
         f"{len(missing & set(acked_b))} of B's {len(acked_b)}\n"

@@ -2,8 +2,9 @@
 
 It runs on the demo's ``quick`` profile: every step, on less data (the gates ask the 12
 golden questions the simulated users ask, a three-epoch fine-tune that does not score its own
-training rows, a canary on the corrected questions that decides on fewer ratings); ``make
-demo`` runs the full profile.
+training rows, a canary on the corrected questions that decides on fewer ratings), in a
+project whose docs are already embedded (its index step finds them unchanged); ``make
+demo`` runs the full profile on a fresh project.
 
 The one slow test that runs the real model through the whole loop, so it is
 where the loop's quality claims are checked against what the demo stored:
@@ -33,7 +34,10 @@ def _golden() -> dict[str, dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # ~5 min inside the suite on 2 cores; more when the machine is busy
 def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
-                                             models_dir: Path) -> None:
+                                             models_dir: Path, docs_indexed: Path) -> None:
+    # The docs are already embedded (the session's ``docs_index``, built by a real ``llmops
+    # index update``): step 3 runs the index job, finds every chunk unchanged and embeds
+    # nothing, which saves about 20 s of the suite's one test that runs alone.
     for folder in ("serving", "evals", "finetune"):
         shutil.copytree(REPO / folder, project / folder)
     app = (REPO / "llmops.yaml").read_text()
@@ -45,6 +49,10 @@ def test_demo_runs_the_whole_loop_on_smollm2(project: Path, smollm2_dir: Path,
     for step in range(1, 13):
         assert re.search(rf"^\[{step}/12\] .* \(\d+ s\)$", text, re.M), f"step {step} line"
     assert f"base model: smollm2 ({smollm2_dir})" in text
+    # the index job ran on the embedded docs: every chunk found unchanged, none embedded again
+    indexed = re.search(r"^\[3/12\] index 'docs': added 0, updated 0, deleted 0, unchanged "
+                        r"(\d+) chunks", text, re.M)
+    assert indexed and int(indexed.group(1)) > 100, re.findall(r"^\[3/12\].*$", text, re.M)
     # written for a person: no library log lines, warnings or loading bars
     for noise in (" INFO ", "WARNING", "Warning:", "Loading weights", "it/s]"):
         assert noise not in text and noise not in out.stderr, noise

@@ -166,7 +166,7 @@ def test_a_rollout_from_start_to_promotion_and_to_rollback(project: Path, settin
     hb2 = httpx.Client(base_url=b2.wait_ready().url, timeout=120)
     on_b2 = _ask_all(hb2, users[:10])
     assert {u: v.get("arm") for u, v in on_b2.items()} == {u: arms[u] for u in users[:10]}, (
-        on_b2, _why(settings, a))
+        on_b2, _why(settings, b2))  # a 503 there (no arm): the restarted gateway says why
 
     # The arms are a hash of (rollout id, user) and the rollout id is random, so 30 users can
     # leave an arm below min_rated (10), and then no verdict is possible: about 4% of runs.

@@ -54,8 +54,9 @@ $(PROMTOOL):
 # The layer contract first (pyproject.toml, [tool.importlinter]): an import that breaks the
 # shape fails the build and names the offending chain. Then the tests on TEST_WORKERS pytest-xdist
 # workers, a test file to a worker (one worker kept about half of 2 cores busy; two keep them
-# busy: 3 workers took 798 s against 769 s for 2, with the machine idle 20 of 1,593 core-s,
-# so more workers cannot help: benchmarks/suite_profile.py), the longest files first (tests/conftest.py: LONGEST_FIRST;
+# busy: 3 workers took 798 s against 769 s for 2, with the machine idle 20 of 1,593 core-s, so
+# more workers cannot help; `benchmarks/suite_profile.py --workers 2,3` measures it), the
+# longest files first (tests/conftest.py: LONGEST_FIRST;
 # --no-loadscope-reorder keeps that order, where xdist would send the files with most tests
 # first and the long one-test files last). Then the demo's test on its own: it keeps both cores
 # busy, and beside other tests it ran 1.5 to 2 times slower (queued last in the same xdist run,

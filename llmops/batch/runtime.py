@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,8 +91,26 @@ def ray_session(settings: Settings) -> Iterator[RayInfo]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BatchError(f"cannot start or reach {where}: {exc}".splitlines()[0]) from exc
+    guard = _guard_local_ray() if not address else None
     try:
         _quiet_data()
         yield _info(started_here=True)
     finally:
         ray.shutdown()
+        if guard is not None:  # stopped with Ray: it ignores SIGTERM by design
+            guard.kill()
+            guard.wait()
+
+
+def _guard_local_ray() -> subprocess.Popen[bytes]:
+    """A watchdog that stops the local Ray this process started (its GCS, raylet, agents and
+    workers, and a worker's vLLM EngineCore) once this process is gone, however it went.
+
+    ``ray.shutdown()`` stops them when the job ends; a ``kill -9`` of the job gives it no
+    chance. Ray's workers and services then follow within seconds, but its dashboard and
+    runtime-env agents first try to report the raylet's death to the dead GCS and wait 60 s
+    for it; with the watchdog nothing outlives the job by more than about its grace period.
+    """
+    from llmops.processes import guard_descendants
+
+    return guard_descendants(interval_s=1.0)

@@ -34,7 +34,9 @@ def _engine_cores(pid: int) -> list:
 def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project: Path) -> None:
     """``kill -9`` of a ``batch run --vllm`` driver once its engine is up: the local Ray it
     started, Ray's workers and vLLM's EngineCore (a child of a worker, which Ray does not
-    stop) all end within a minute; nothing outlives the driver."""
+    stop) all end within seconds; nothing outlives the driver. (Without the driver's
+    watchdog, Ray's dashboard and runtime-env agents lived on for a minute: they report the
+    raylet's death to the dead GCS and wait 60 s for an answer.)"""
     import signal
     import subprocess
     import sys
@@ -59,7 +61,7 @@ def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project
         driver.send_signal(signal.SIGKILL)  # the driver alone, not its process group
         driver.wait(timeout=30)
 
-        _, alive = psutil.wait_procs(tree, timeout=90)
+        _, alive = psutil.wait_procs(tree, timeout=30)  # the watchdog's grace is 5 s
         assert not alive, [(p.pid, p.name()) for p in alive]  # EngineCore included
     finally:
         if driver.poll() is None:

@@ -122,8 +122,12 @@ def test_vllm_in_the_job_answers_from_the_chains_request(production_chain, setti
         # (in the engine's top tokens) and, with the next one's bytes missing, to U+FFFD.
         answer = row["answer"].lstrip()
         partial = answer.startswith("\ufffd") and any(not t or "\ufffd" in t for t in tops)
-        assert len(answer) > 8 and (partial or any(t and answer.startswith(t) for t in tops)), (
+        assert answer and (partial or any(t and answer.startswith(t) for t in tops)), (
             rid, tops, answer[:40])
+    # decoding went on past the first token (the prompt's max_tokens reached the engine). Not
+    # in every answer: the random weights may say the stop sequence early ('iasrint', 7
+    # characters, in one run)
+    assert max(len(a) for a in good["answer"]) > 16, list(good["answer"])
 
     log = read_table(settings.lakehouse, "inference_log")
     batch = log[log["endpoint"] == "batch"]

@@ -110,6 +110,8 @@ def _guard_local_ray() -> subprocess.Popen[bytes]:
     chance. Ray's workers and services then follow within seconds, but its dashboard and
     runtime-env agents first try to report the raylet's death to the dead GCS and wait 60 s
     for it; with the watchdog nothing outlives the job by more than about its grace period.
+    It watches every descendant of this process, so a child this process started for
+    something else during the job is stopped with it too (a job's driver has no others).
     """
     from llmops.processes import guard_descendants
 

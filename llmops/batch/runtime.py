@@ -96,10 +96,14 @@ def ray_session(settings: Settings) -> Iterator[RayInfo]:
         _quiet_data()
         yield _info(started_here=True)
     finally:
-        ray.shutdown()
-        if guard is not None:  # stopped with Ray: it ignores SIGTERM by design
-            guard.kill()
-            guard.wait()
+        try:
+            ray.shutdown()
+        finally:
+            # stopped with Ray, even when the shutdown fails (left running, it would stop this
+            # process's other children when this one ends); it ignores SIGTERM by design
+            if guard is not None:
+                guard.kill()
+                guard.wait()
 
 
 def _guard_local_ray() -> subprocess.Popen[bytes]:
@@ -111,7 +115,8 @@ def _guard_local_ray() -> subprocess.Popen[bytes]:
     runtime-env agents first try to report the raylet's death to the dead GCS and wait 60 s
     for it; with the watchdog nothing outlives the job by more than about its grace period.
     It watches every descendant of this process, so a child this process started for
-    something else during the job is stopped with it too (a job's driver has no others).
+    something else during the job is stopped with it too (the ``llmops batch run`` driver has
+    no others; a notebook's kernel may).
     """
     from llmops.processes import guard_descendants
 

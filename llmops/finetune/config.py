@@ -64,7 +64,8 @@ class TrainingConfig(BaseModel):
     lr_scheduler: str = Field("linear", description="transformers scheduler name (linear, cosine, constant).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
-    bf16: bool | None = Field(None, description="bf16 mixed precision; default: on for GPUs that support it.")
+    bf16: bool | None = Field(None, description="bf16 mixed precision; default: on for GPUs "
+                                                "and CPUs that compute in bf16 natively.")
     packing: bool | None = Field(
         None,
         description="Pack rows into padding-free batches (position_ids keep rows apart: no "

@@ -10,8 +10,10 @@ On a GPU: bf16, and SFT rows packed best-fit into padding-free batches whose
 ``position_ids`` and ``cu_seq_lens`` restart at every row, attended by a varlen
 flash kernel (FlashAttention 2, else PyTorch's own, see ``attention.py``), which
 keeps rows from attending to each other at no extra cost. TRL computes the loss
-through its fused, chunked LM head. On the CPU: fp32 and padded batches. Every logged step goes to the MLflow
-run as ``train/<name>`` metrics.
+through its fused, chunked LM head. On the CPU: padded batches, in bf16 where the CPU has
+bf16 instructions (AVX512-BF16 or AMX; a training step of SmolLM2-135M took 0.57 of its
+float32 time on 2 such cores), else in float32. Every logged step goes to the MLflow run as
+``train/<name>`` metrics.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from llmops.errors import FinetuneError, MissingExtraError, OutOfMemoryError
 from llmops.finetune.base_model import BaseModelRef, load_base_model, pick_device
 from llmops.finetune.config import FinetuneConfig
 from llmops.finetune.data import TrainingData, as_chat
+from llmops.models.devices import cpu_has_bf16
 from llmops.registry.adapters import ADAPTER_FILES
 
 __all__ = ["ADAPTER_FILES", "HardwarePlan", "TrainStats", "plan_hardware", "train_adapter"]
@@ -80,7 +83,8 @@ def _flash_attn_installed() -> bool:
 
 
 def plan_hardware(config: FinetuneConfig) -> HardwarePlan:
-    """What runs where: bf16, packing and a varlen attention kernel with a GPU; fp32 on the CPU.
+    """What runs where: bf16, packing and a varlen attention kernel with a GPU; on the CPU,
+    bf16 where it has bf16 instructions (else float32) and padded batches.
 
     Packing defaults to on only where a varlen kernel keeps packed samples apart at
     their own cost: FlashAttention 2 (the ``flash_attn`` package), else PyTorch's
@@ -93,9 +97,12 @@ def plan_hardware(config: FinetuneConfig) -> HardwarePlan:
 
     device = pick_device()
     t = config.training
-    bf16 = t.bf16 if t.bf16 is not None else (device == "cuda" and torch.cuda.is_bf16_supported())
-    if bf16 and device != "cuda":
-        raise FinetuneError("training.bf16 is on but there is no GPU: set it to false or leave it unset")
+    native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
+    bf16 = t.bf16 if t.bf16 is not None else native
+    if bf16 and device != "cuda" and not native:
+        raise FinetuneError("training.bf16 is on but there is no GPU and this CPU has no bf16 "
+                            "instructions (AVX512-BF16 or AMX), so bf16 would be emulated and "
+                            "slower than float32: set it to false or leave it unset")
     attn = t.attn_implementation
     varlen = device == "cuda" and (_flash_attn_installed() or varlen_kernel_available())
     packing = bool(t.packing if t.packing is not None else varlen) and config.method == "sft"

@@ -12,11 +12,18 @@ from llmops.finetune.training import plan_hardware
 from tests.finetune.conftest import fast_config
 
 
-def test_cpu_plan_is_fp32_and_padded() -> None:
-    plan = plan_hardware(fast_config())
-    assert (plan.device, plan.bf16, plan.packing) == ("cpu", False, False)
-    with pytest.raises(FinetuneError, match="no GPU"):
+def test_cpu_plan_is_padded_and_bf16_only_where_the_cpu_has_it(monkeypatch) -> None:
+    from llmops.finetune import training
+
+    for native in (True, False):
+        monkeypatch.setattr(training, "cpu_has_bf16", lambda native=native: native)
+        plan = plan_hardware(fast_config())
+        assert (plan.device, plan.bf16, plan.packing) == ("cpu", native, False)
+        assert plan_hardware(fast_config(bf16=False)).bf16 is False
+    with pytest.raises(FinetuneError, match="no GPU and this CPU has no bf16 instructions"):
         plan_hardware(fast_config(bf16=True))
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert plan_hardware(fast_config(bf16=True)).bf16 is True
     assert plan_hardware(fast_config(packing=True)).packing is True
     assert plan_hardware(fast_config(packing=True).model_copy(update={"method": "kto"})).packing is False
 

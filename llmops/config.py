@@ -68,6 +68,12 @@ class ChatModelSettings(BaseModel):
         description="A registered LoRA adapter (NAME@ALIAS or NAME/VERSION, e.g. "
                     "docs-qa-lora@production) on the base model; logging a chain pins its version.",
     )
+    cache_salt: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[^@/\\\x00]+$",
+        description="For kind 'openai' in front of vLLM: salts the engine's prefix cache "
+                    "(vLLM's cache_salt), so a request reuses only prompts cached by requests "
+                    "with the same salt. Evaluations set a fresh one per run.",
+    )
 
 
 class ChromaSettings(BaseModel):

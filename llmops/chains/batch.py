@@ -35,7 +35,8 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | No
               concurrency: int = 4, batch_size: int = 16, max_error_share: float = 0.1,
               commit_rows: int = 256, progress: bool = True, log: bool = True,
               api_key_env: str = "LLMOPS_API_KEY", vllm: bool = False, engines: int = 1,
-              engine_kwargs: dict[str, Any] | None = None) -> BatchResult:
+              engine_kwargs: dict[str, Any] | None = None,
+              cache_salt: str | None = None) -> BatchResult:
     """Answer every row of ``source`` with the registered chain ``ref`` (NAME@ALIAS, NAME/V).
 
     ``output`` is a Delta table, a folder or an ``s3://`` URI (a rerun skips the rows it
@@ -44,6 +45,7 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | No
     (redacted where the environment redacts).
     With ``vllm`` the chain's model runs as vLLM inside the job (``engines`` engines, each on
     a GPU where the cluster has them; see :mod:`llmops.batch.vllm`), not at an endpoint.
+    ``cache_salt`` goes with each request to the endpoint (see ``ChatModelSettings``).
     """
     found = model_version(ref, settings)
     job = f"{found.name}/{found.version}"
@@ -68,7 +70,8 @@ def batch_run(ref: str, source: Any, settings: Settings, output: Path | str | No
         required=[question_column], keep=[question_column, *(keep or [])],
         worker_kwargs={"settings": settings, "name": found.name, "version": str(found.version),
                        "endpoint": endpoint, "question_column": question_column,
-                       "concurrency": concurrency, "api_key_env": api_key_env},
+                       "concurrency": concurrency, "api_key_env": api_key_env,
+                       "cache_salt": cache_salt},
         batch_size=batch_size, actors=actors, max_error_share=max_error_share,
         commit_rows=commit_rows, progress=progress, on_commit=on_commit)
 

@@ -25,12 +25,13 @@ def load(ref: str, settings: Settings | None = None) -> Any:
 
 def load_at_endpoint(
     version: Any, base_url: str, served_model: str = "base", max_tokens: int | None = None,
-    api_key_env: str | None = None,
+    api_key_env: str | None = None, cache_salt: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Load a registered chain version with its chat model pointed at an OpenAI-compatible endpoint.
 
     The endpoint is the gateway or the engine (``base_url`` ends in ``/v1``). A chain
     whose chat-model settings name an adapter calls that adapter's served name.
+    ``cache_salt`` goes with each request to a vLLM engine (see ``ChatModelSettings``).
     Returns the pyfunc model and the chain's logged config.
     """
     import mlflow.pyfunc
@@ -49,7 +50,7 @@ def load_at_endpoint(
         "api_key_env": api_key_env or chat.get("api_key_env", "OPENAI_API_KEY"),
         "temperature": chat.get("temperature", 0.0),
         "max_tokens": max_tokens or chat.get("max_tokens", 64),
-        "timeout_s": chat.get("timeout_s", 60.0), "adapter": None,
+        "timeout_s": chat.get("timeout_s", 60.0), "adapter": None, "cache_salt": cache_salt,
     }
     model = mlflow.pyfunc.load_model(local, model_config={"chat_model": override,
                                                           "model_path": None})

@@ -33,7 +33,7 @@ class ChainWorker(BatchWorker):
 
     def __init__(self, settings: Settings, name: str, version: str, endpoint: str | None,
                  question_column: str = "question", concurrency: int = 4,
-                 api_key_env: str = "LLMOPS_API_KEY") -> None:
+                 api_key_env: str = "LLMOPS_API_KEY", cache_salt: str | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         import mlflow.pyfunc
@@ -44,7 +44,8 @@ class ChainWorker(BatchWorker):
         found = model_version(f"{name}/{version}", settings)
         if endpoint:
             base_url = endpoint.rstrip("/").removesuffix("/v1") + "/v1"
-            self.model, _ = load_at_endpoint(found, base_url, api_key_env=api_key_env)
+            self.model, _ = load_at_endpoint(found, base_url, api_key_env=api_key_env,
+                                             cache_salt=cache_salt)
         else:
             self.model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         self.name, self.version, self.column = name, str(version), question_column

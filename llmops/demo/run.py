@@ -32,12 +32,6 @@ __all__ = ["DEMO_QUESTIONS", "PROFILES", "STEPS", "DemoProfile", "run_demo"]
 STEPS = 12
 # the gateway judges the demo's rollout every few seconds (30 s by default)
 ROLLOUT_EVALUATE_S = 3.0
-# The gates ask the same questions of two identical chains and the demo shows they score
-# exactly alike. With vLLM's prefix cache on, the second asking reuses the first one's cached
-# prompt and computes only its last token; in bf16 (the CPU build on a CPU with bf16
-# instructions, and GPUs) that path rounds differently and flips some greedy answers: 2 of 5
-# questions asked twice came back different with the cache on, none with it off.
-DEMO_ENGINE_ARGS = ("--no-enable-prefix-caching",)
 # questions from the golden set, answered in step 4
 DEMO_QUESTIONS = [
     "How do I promote a chain to production?",
@@ -157,8 +151,7 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
     with contextlib.ExitStack() as stack:
         # the engine loads while the chain is logged and asked locally
         endpoint = (stack.enter_context(serving(
-            settings, echo, gateway={"rollout_evaluate_s": ROLLOUT_EVALUATE_S},
-            engine_args=DEMO_ENGINE_ARGS))
+            settings, echo, gateway={"rollout_evaluate_s": ROLLOUT_EVALUATE_S}))
             if with_serving else None)
         chains_dir = settings.root / "chains"
         logged = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
@@ -183,13 +176,15 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
             return result
 
         url = endpoint.wait_ready()
-        # the gates' evaluations ask the chains' chat model through the endpoint, one question
-        # at a time: greedy answers then do not depend on how requests were batched, so an
-        # identical candidate scores exactly as production does (step 10's gate, which no
-        # equality rests on, asks evals/gate.yaml's number at a time)
-        concurrency = gate_config.concurrency
-        gate_config = gate_config.model_copy(update={"endpoint": url, "concurrency": 1})
-        gate = run_gate(logged.name, settings, config=gate_config)
+        # the first chain's gate and the equal candidate's ask the chains' chat model through
+        # the endpoint one question at a time: greedy answers then do not depend on how
+        # requests were batched, and as every evaluation salts the engine's prefix cache with
+        # its own salt (llmops.evals.runs), none is computed from prompts cached by an earlier
+        # one; so an identical candidate scores exactly as production does (the other gates,
+        # on which no equality rests, ask evals/gate.yaml's number at a time)
+        gate_config = gate_config.model_copy(update={"endpoint": url})
+        one_at_a_time = gate_config.model_copy(update={"concurrency": 1})
+        gate = run_gate(logged.name, settings, config=one_at_a_time)
         _report_gate(clock, echo, 5, gate, "on fixed thresholds")
         result["gate"] = gate
         _require_pass(gate)
@@ -205,15 +200,14 @@ def _run(settings: Settings, echo: Callable[[str], None], with_serving: bool,
              f"      golden set without retrieval: {_scores(closed_gate.candidate_report)}")
         _echo_reasons(echo, closed_gate)
         again = log_chain(chains_dir / "docs_qa.py", alias="staging", settings=settings)
-        equal_gate = run_gate(logged.name, settings, config=gate_config)
+        equal_gate = run_gate(logged.name, settings, config=one_at_a_time)
         result["equal_gate"] = equal_gate
         echo(f"      the same chain logged again as {logged.name}/{again.version}: "
              f"{'passed, now @production' if equal_gate.passed else 'rejected'} "
              f"(golden: {_scores(equal_gate.candidate_report)})")
         _echo_reasons(echo, equal_gate)
 
-        result.update(_serve_steps(settings, url, logged.name, users, clock, echo,
-                                   gate_config.model_copy(update={"concurrency": concurrency}),
+        result.update(_serve_steps(settings, url, logged.name, users, clock, echo, gate_config,
                                    profile))
     built["items"] += [
         f"adapter {result['adapter'].model_name}/{result['adapter'].version} "

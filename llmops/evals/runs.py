@@ -206,7 +206,7 @@ def _value(result: Any) -> float | None:
 
 
 def _on_ray(settings: Settings, version: Any, endpoint: str | None, api_key_env: str,
-            concurrency: int) -> Any:
+            concurrency: int, cache_salt: str | None) -> Any:
     """A predict function that answers every question on the batch path's Ray actors."""
 
     def predict(questions: list[str]) -> list[dict[str, Any]]:
@@ -220,7 +220,8 @@ def _on_ray(settings: Settings, version: Any, endpoint: str | None, api_key_env:
                               "question": questions})
         done = batch_run(f"{version.name}/{version.version}", frame, settings,
                          endpoint=endpoint, concurrency=concurrency, progress=False,
-                         log=False, max_error_share=1.0, api_key_env=api_key_env).frame
+                         log=False, max_error_share=1.0, api_key_env=api_key_env,
+                         cache_salt=cache_salt).frame
         done = done.set_index("id").loc[frame["id"]]
         return [{"answer": row["answer"] or "", "sources": json.loads(row["sources"] or "[]"),
                  "latency_ms": float(row["latency_ms"] or 0.0), "error": row["error"]}
@@ -358,9 +359,16 @@ def evaluate_chain(
                                  for spec in (datasets or ["evals/golden.jsonl"])]
     version = model_version(ref, settings)
     model_uri = f"models:/{version.name}/{version.version}"
+    # An evaluation's requests salt the engine's prefix cache with a salt of their own: its
+    # answers then never come from prompts that other traffic (or an earlier evaluation)
+    # left in the cache, which in bf16 round differently from a fresh prefill and flip some
+    # greedy answers (2 of 24 measured on the CPU engine), so a version scores the same
+    # whatever the engine served before. Within the run, repeated prompts reuse the cache.
+    salt = f"llmops-eval-{uuid.uuid4().hex}" if endpoint else None
     if endpoint:
         base_url = endpoint.rstrip("/").removesuffix("/v1") + "/v1"
-        model, _ = load_at_endpoint(version, base_url, judge_model, api_key_env=api_key_env)
+        model, _ = load_at_endpoint(version, base_url, judge_model, api_key_env=api_key_env,
+                                    cache_salt=salt)
     else:
         model = mlflow.pyfunc.load_model(model_uri)
     scorers = default_scorers()
@@ -385,7 +393,8 @@ def evaluate_chain(
                     means = _harness(model, dataset, scorers, concurrency, model_uri)
                     promised = len(dataset.rows)
                 else:
-                    predict = (_on_ray(settings, version, endpoint, api_key_env, concurrency)
+                    predict = (_on_ray(settings, version, endpoint, api_key_env, concurrency,
+                                       salt)
                                if engine == "ray" else None)
                     means, table, promised = _fast(model, dataset, scorers, concurrency, traces,
                                                    model_uri, predict)

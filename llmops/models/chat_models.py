@@ -177,6 +177,7 @@ def build_chat_model(
         max_completion_tokens=settings.max_tokens,
         timeout=settings.timeout_s,
         max_retries=1,
+        extra_body={"cache_salt": settings.cache_salt} if settings.cache_salt else None,
         # the caller's trace goes with each request, so that the engine's spans join it
         http_client=openai.DefaultHttpxClient(event_hooks={"request": [_send_trace_context]}),
     )

@@ -188,6 +188,10 @@ def _sampling_fields() -> dict[str, Any]:
         "stop": (Annotated[str, Field(min_length=1, max_length=256)] | _STOP | None, None),
         "ignore_eos": (bool | None, None),  # bounded by max_tokens, which is capped
         "user": (str | None, Field(None, description="The end user (logged)")),
+        # the engine's prefix cache, salted: only requests with the same salt share cached
+        # prompts (evaluations send one of their own; vLLM's own bounds)
+        "cache_salt": (str | None, Field(None, min_length=1, max_length=128,
+                                         pattern=r"^[^@/\\\x00]+$")),
     }
 
 

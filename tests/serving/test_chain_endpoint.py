@@ -121,3 +121,26 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     assert long.json()["error"]["message"].startswith("the model refused the request (400)")
     rows = wait_rows(project, "inference_log", 6)
     assert rows[rows["request_id"] == long.headers["x-request-id"]].iloc[0]["status"] == 400
+
+    # An evaluation through the gateway salts the engine's prefix cache with a salt of its
+    # own run (the chain's chat requests carry it; the gateway forwards it to vLLM), so its
+    # answers never come from prompts other traffic left cached; two runs, two salts.
+    from llmops.evals import evaluate_chain
+
+    questions = project / "two.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"e{i}", "question": q, "expected": "x"}) + "\n"
+                                 for i, q in enumerate(("What is a rollout?", "What is MLflow?"))))
+    for _ in range(2):
+        report = evaluate_chain("docs-qa@production", [questions], settings, endpoint=gw.url,
+                                concurrency=2, record=False, traces=0)
+        assert report.rows == {"two": 2}
+    rows = wait_rows(project, "inference_log", 10)
+    evals = rows[rows["endpoint"] == "/v1/chat/completions"].sort_values("ts", kind="stable")
+    salts = [json.loads(r).get("cache_salt") for r in evals["request"]]
+    assert len(salts) == 4 and all(s and s.startswith("llmops-eval-") for s in salts), salts
+    assert salts[0] == salts[1] != salts[2] == salts[3]
+    answers = list(evals["response"])
+    assert answers[:2] == answers[2:] or sorted(answers[:2]) == sorted(answers[2:])
+    # the chain route's own calls to the engine carry none (they are not logged as chats)
+    assert all("cache_salt" not in r for r in rows[rows["endpoint"] != "/v1/chat/completions"]
+               ["request"])

@@ -309,8 +309,14 @@ def test_the_openai_routes_forward_only_allowed_fields() -> None:
     msgs = [{"role": "user", "content": "hi"}]
     fine = {"model": "m", "messages": msgs, "stop": ["\n"], "seed": 1, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True,
-            "min_tokens": 2, "top_k": 5, "presence_penalty": 0.5, "user": "u"}
+            "min_tokens": 2, "top_k": 5, "presence_penalty": 0.5, "user": "u",
+            "cache_salt": "llmops-eval-0f3a"}
     check_generation(fine, "chat", cfg)
+    # a prefix-cache salt within vLLM's own bounds (it would refuse the others with a 400)
+    for salt in ("", "a/b", "a@b", "x" * 129, 7):
+        with pytest.raises(HTTPError) as err:
+            check_generation({**fine, "cache_salt": salt}, "chat", cfg)
+        assert err.value.status == 400 and "cache_salt" in err.value.message
     attacks = {
         "logit_bias": {"1": 100}, "prompt_logprobs": 20, "guided_json": {"type": "object"},
         "guided_regex": "a+", "response_format": {"type": "json_object"},

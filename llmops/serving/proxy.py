@@ -23,7 +23,7 @@ from llmops.serving.auth import ApiKey
 from llmops.serving.errors import HTTPError
 from llmops.serving.limits import check_generation, with_default_max_tokens
 from llmops.serving.pool import affinity_key
-from llmops.serving.state import GatewayState
+from llmops.serving.state import GatewayState, logged_request
 from llmops.serving.tracing import engine_headers, name_span, start_span
 from llmops.serving.upstream import Upstream
 
@@ -120,7 +120,7 @@ async def _proxy(gw: GatewayState, request: Request, endpoint: str, kind: str) -
         adapter = model if model != gw.base_model else None
         # the client's own bytes go upstream (a default max_tokens added); the log keeps them
         base = gw.row(rid, endpoint, key, request, model=model, adapter=adapter,
-                      end_user=_end_user(payload), request=raw.decode("utf-8", "replace"))
+                      end_user=_end_user(payload), request=logged_request(payload, raw))
         affinity = affinity_key(payload, request.headers.get("x-session-id"),
                                 key.name if key is not None else "")
         resp, failure = None, None

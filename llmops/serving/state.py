@@ -7,6 +7,7 @@ Routes (``proxy``, ``chain_routes``, ``feedback_routes``, ``health``, ``admin``)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -32,6 +33,19 @@ from llmops.serving.sessions import Sessions
 from llmops.serving.tracing import finish_span, operation_name
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog, utcnow
+
+
+def logged_request(payload: dict[str, Any], raw: bytes | None = None) -> str:
+    """What ``inference_log`` keeps of a request: its bytes (``raw``, else ``payload`` as
+    JSON), with a prefix-cache salt replaced by its fingerprint. A salt keeps a caller's
+    cached prompts from other callers', so it stays a secret; the fingerprint still shows
+    which requests shared one (an evaluation's run)."""
+    salt = payload.get("cache_salt")
+    if not isinstance(salt, str):
+        return raw.decode("utf-8", "replace") if raw is not None else json.dumps(payload)
+    body = orjson.loads(raw) if raw is not None else dict(payload)
+    body["cache_salt"] = "sha256:" + hashlib.sha256(salt.encode()).hexdigest()[:16]
+    return orjson.dumps(body).decode()
 
 __all__ = ["GatewayState"]
 
@@ -176,7 +190,7 @@ class GatewayState:
                                    "response": err.message})
             return
         self.log(self.row(request_id, endpoint, key, http,
-                          request=json.dumps(payload)[:65536] if payload else "",
+                          request=logged_request(payload)[:65536] if payload else "",
                           response=err.message, status=err.status, latency_ms=latency_ms,
                           **fields), span=span)
 

@@ -358,6 +358,22 @@ def test_the_openai_routes_forward_only_allowed_fields() -> None:
                      "chat", GatewayConfig(extra_fields=["response_format"]))
 
 
+def test_the_log_keeps_a_cache_salt_as_its_fingerprint_only() -> None:
+    import hashlib
+    import json
+
+    from llmops.serving.state import logged_request
+
+    raw = b'{"model": "m", "cache_salt": "tenant-7-secret", "messages": []}'
+    for logged in (logged_request(json.loads(raw), raw), logged_request(json.loads(raw))):
+        body = json.loads(logged)
+        assert "tenant-7-secret" not in logged and body["model"] == "m"
+        assert body["cache_salt"] == (
+            "sha256:" + hashlib.sha256(b"tenant-7-secret").hexdigest()[:16])
+    plain = b'{"model":  "m"}'  # without a salt: the client's bytes, as sent
+    assert logged_request(json.loads(plain), plain) == plain.decode()
+
+
 def test_feedback_text_is_capped() -> None:
     from llmops.feedback.records import CAPS, feedback_problem
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 __all__ = [
     "object_store_uri",
     "PROJECT_FILE",
+    "CacheSalt",
     "ChatModelSettings",
     "EnvironmentConfig",
     "IndexConfig",
@@ -40,6 +41,9 @@ __all__ = [
 PROJECT_FILE = "llmops.yaml"
 DEFAULT_ENVS = ("dev", "staging", "prod")
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+# vLLM's prefix-cache salt (``cache_salt``), within vLLM's own bounds: what a chat model may
+# send and what the gateway forwards
+CacheSalt = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^@/\\\x00]+$")]
 
 
 class ChatModelSettings(BaseModel):
@@ -68,9 +72,8 @@ class ChatModelSettings(BaseModel):
         description="A registered LoRA adapter (NAME@ALIAS or NAME/VERSION, e.g. "
                     "docs-qa-lora@production) on the base model; logging a chain pins its version.",
     )
-    cache_salt: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[^@/\\\x00]+$",
-        description="For kind 'openai' in front of vLLM: salts the engine's prefix cache "
+    cache_salt: CacheSalt | None = Field(
+        None, description="For kind 'openai' in front of vLLM: salts the engine's prefix cache "
                     "(vLLM's cache_salt), so a request reuses only prompts cached by requests "
                     "with the same salt. Evaluations set a fresh one per run.",
     )

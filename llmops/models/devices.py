@@ -10,13 +10,14 @@ from pathlib import Path
 __all__ = ["cpu_has_bf16", "resolve_dtype", "vllm_cpu_environment"]
 
 
-def _cpu_flags() -> set[str]:
+@cache
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
+        return frozenset()
     line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
+    return frozenset(line.partition(":")[2].split())
 
 
 def cpu_has_bf16() -> bool:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
+from llmops.config import CacheSalt
 from llmops.feedback.records import FeedbackRecord
 from llmops.serving.config import GatewayConfig
 
@@ -190,8 +191,7 @@ def _sampling_fields() -> dict[str, Any]:
         "user": (str | None, Field(None, description="The end user (logged)")),
         # the engine's prefix cache, salted: only requests with the same salt share cached
         # prompts (evaluations send one of their own; vLLM's own bounds)
-        "cache_salt": (str | None, Field(None, min_length=1, max_length=128,
-                                         pattern=r"^[^@/\\\x00]+$")),
+        "cache_salt": (CacheSalt | None, None),
     }
 
 

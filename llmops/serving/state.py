@@ -34,6 +34,13 @@ from llmops.serving.tracing import finish_span, operation_name
 from llmops.serving.upstream import Upstream
 from llmops.serving.wal import WriteAheadLog, utcnow
 
+__all__ = ["GatewayState", "logged_request"]
+
+
+log = logging.getLogger(__name__)
+_RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CHAIN_PATH = re.compile(r"^/v1/chains/[^/]+/invoke$")
+
 
 def logged_request(payload: dict[str, Any], raw: bytes | None = None) -> str:
     """What ``inference_log`` keeps of a request: its bytes (``raw``, else ``payload`` as
@@ -46,12 +53,6 @@ def logged_request(payload: dict[str, Any], raw: bytes | None = None) -> str:
     body = orjson.loads(raw) if raw is not None else dict(payload)
     body["cache_salt"] = "sha256:" + hashlib.sha256(salt.encode()).hexdigest()[:16]
     return orjson.dumps(body).decode()
-
-__all__ = ["GatewayState"]
-
-log = logging.getLogger(__name__)
-_RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_CHAIN_PATH = re.compile(r"^/v1/chains/[^/]+/invoke$")
 
 
 class GatewayState:

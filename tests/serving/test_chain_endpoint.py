@@ -142,7 +142,7 @@ def test_chain_invoke_through_the_gateway(project: Path, settings, start_gateway
     assert salts[0] == salts[1] != salts[2] == salts[3]
     assert not any("llmops-eval-" in r for r in rows["request"])
     answers = list(evals["response"])
-    assert answers[:2] == answers[2:] or sorted(answers[:2]) == sorted(answers[2:])
+    assert sorted(answers[:2]) == sorted(answers[2:])  # each run's two, in either order
     # the chain route's own calls to the engine carry none (they are not logged as chats)
     assert all("cache_salt" not in r for r in rows[rows["endpoint"] != "/v1/chat/completions"]
                ["request"])

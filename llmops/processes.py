@@ -37,8 +37,10 @@ __all__ = [
     "guard_descendants",
     "http_status",
     "log_tail",
+    "running",
     "start_process",
     "stop_process_tree",
+    "wait_ended",
     "wait_for_http",
     "wait_until",
 ]
@@ -152,6 +154,40 @@ def wait_for_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | N
                interval=interval, error=error)
 
 
+def running(proc: psutil.Process | int) -> bool:
+    """Whether a process (a :class:`psutil.Process`, or a pid) still runs.
+
+    A zombie does not: it has ended and only waits for its parent (or, once orphaned, the
+    pid-1 process, which in a container may never reap it) to collect its exit status. A
+    :class:`psutil.Process` that was noted earlier is matched by pid and start time, so a pid
+    reused since is not taken for it.
+    """
+    try:
+        if not isinstance(proc, psutil.Process):
+            proc = psutil.Process(proc)
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_ended(procs: Sequence[psutil.Process], timeout: float,
+               interval: float = 0.2) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``procs`` to end; return those still running.
+
+    Like :func:`psutil.wait_procs` (which also reaps this process's own children), but a
+    zombie counts as ended (see :func:`running`), so an orphan that nobody reaps costs no wait.
+    """
+    deadline = time.monotonic() + timeout
+    left = [p for p in procs if running(p)]
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        _, alive = psutil.wait_procs(left, timeout=min(interval, remaining))
+        left = [p for p in alive if running(p)]
+    return left
+
+
 def stop_process_tree(proc: subprocess.Popen[bytes] | int, *, grace_s: float = 10.0,
                       kill_wait_s: float = 5.0) -> int | None:
     """SIGTERM a process and its descendants, SIGKILL what is left after ``grace_s``.
@@ -180,13 +216,13 @@ def stop_process_tree(proc: subprocess.Popen[bytes] | int, *, grace_s: float = 1
             popen.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             popen.kill()
-    _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+    alive = wait_ended(others, timeout=max(0.0, deadline - time.monotonic()))
     for member in alive:
         try:
             member.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=kill_wait_s)
+    wait_ended(alive, timeout=kill_wait_s)
     if popen is None:
         return None
     try:
@@ -227,7 +263,7 @@ def _guard(pid: int, interval_s: float, grace_s: float, report: str | None = Non
     seen: dict[int, psutil.Process] = {}
     while True:
         try:
-            if not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE:
+            if not running(watched):
                 break
             for child in watched.children(recursive=True):
                 if child.pid != me:
@@ -238,13 +274,13 @@ def _guard(pid: int, interval_s: float, grace_s: float, report: str | None = Non
             Path(report + ".tmp").write_text("".join(f"{p}\n" for p in seen))
             os.replace(report + ".tmp", report)
         time.sleep(interval_s)
-    alive = [p for p in seen.values() if p.is_running()]  # same pid and start time
+    alive = [p for p in seen.values() if running(p)]  # same pid and start time
     for proc in alive:
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, stubborn = psutil.wait_procs(alive, timeout=grace_s)
+    stubborn = wait_ended(alive, timeout=grace_s)
     for proc in stubborn:
         try:
             proc.kill()

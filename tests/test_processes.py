@@ -13,8 +13,10 @@ from llmops.errors import LlmopsError
 from llmops.processes import (
     free_port,
     http_status,
+    running,
     start_process,
     stop_process_tree,
+    wait_ended,
     wait_for_http,
     wait_until,
 )
@@ -42,7 +44,7 @@ def test_a_server_is_waited_for_and_its_whole_tree_stopped(tmp_path: Path) -> No
     finally:
         code = stop_process_tree(proc, grace_s=10)
     assert code == -signal.SIGTERM
-    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert not any(running(c) for c in children)
     assert "serving" in (tmp_path / "logs" / "s.log").read_text()
     assert http_status(f"http://127.0.0.1:{port}/") is None
 
@@ -96,10 +98,10 @@ def test_a_child_started_with_its_parent_dies_with_it(tmp_path: Path, with_paren
         parent.send_signal(signal.SIGKILL)  # no cleanup runs in the parent
         parent.wait(timeout=30)
         if with_parent:
-            wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+            wait_until(lambda: not running(child),
                        timeout=30, what="the child to stop with its parent")
         else:  # the control: without it, the child outlives its killed parent
-            assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+            assert running(child)
     finally:
         if child.is_running():
             child.kill()
@@ -132,9 +134,9 @@ def test_a_guard_stops_what_a_killed_process_left_running(tmp_path: Path) -> Non
                    timeout=20, what="the guard to watch the child")
         parent.kill()  # no chance to stop its child
         parent.wait(10)
-        wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+        wait_until(lambda: not running(child),
                    timeout=20, what="the guard to stop the orphaned child")
-        wait_until(lambda: not guard.is_running() or guard.status() == psutil.STATUS_ZOMBIE,
+        wait_until(lambda: not running(guard),
                    timeout=20, what="the guard to exit")
     finally:
         for proc in (child, guard):
@@ -142,3 +144,39 @@ def test_a_guard_stops_what_a_killed_process_left_running(tmp_path: Path) -> Non
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+# a parent that starts a child which exits at once, and never collects it: a zombie
+UNREAPED = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'pass'])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def test_a_zombie_counts_as_ended_and_a_live_process_does_not(tmp_path: Path) -> None:
+    """A process that has exited but that no one reaped (an orphan under a container's pid 1
+    that never waits) has ended: waiting on it ends at once, while a live one is waited for."""
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", UNREAPED], stdout=subprocess.PIPE, text=True)
+    try:
+        zombie = psutil.Process(int(parent.stdout.readline()))  # type: ignore[union-attr]
+        wait_until(lambda: zombie.status() == psutil.STATUS_ZOMBIE, timeout=30,
+                   what="the child to exit")
+        assert zombie.is_running() and not running(zombie)
+        assert not running(zombie.pid)
+        assert wait_ended([zombie], timeout=60) == []  # at once, not after 60 s
+        assert psutil.wait_procs([zombie], timeout=0.5)[1] == [zombie]  # psutil still waits
+
+        live = psutil.Process(parent.pid)
+        assert running(live) and running(parent.pid)
+        assert wait_ended([live], timeout=0.5) == [live]
+        parent.kill()
+        assert wait_ended([live], timeout=30) == []
+        assert not psutil.pid_exists(parent.pid)  # our own child: reaped, not left a zombie
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from llmops.processes import wait_until
+from llmops.processes import running, wait_until
 from tests.conftest import REPO, free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -63,13 +62,6 @@ def _kill_cluster(temp_dir: str) -> list[int]:
     return killed
 
 
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[str]:
     temp_dir = f"/tmp/rt-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit
@@ -87,7 +79,7 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
     finally:
         killed = _kill_cluster(temp_dir)
         # gone before their folder is removed (a dying raylet still writes to it)
-        wait_until(lambda: not any(_running(pid) for pid in killed), timeout=30,
+        wait_until(lambda: not any(running(pid) for pid in killed), timeout=30,
                    what="the cluster's processes to exit")
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 

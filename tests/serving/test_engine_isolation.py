@@ -24,7 +24,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.models.devices import vllm_cpu_environment
-from llmops.processes import wait_for_http, wait_until
+from llmops.processes import running, wait_for_http, wait_until
 from llmops.serving.config import EngineConfig
 from llmops.serving.engine import Engine, EngineError, engine_command, engine_environment
 from tests.conftest import free_port, run_cli
@@ -51,12 +51,6 @@ def proc_field(pid: int, name: str) -> str | None:
     except OSError:
         return None
     return None
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    state = proc_field(pid, "State")
-    return state is not None and not state.startswith("Z")
 
 
 def group_members(pgid: int) -> list[int]:

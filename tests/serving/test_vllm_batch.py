@@ -43,7 +43,7 @@ def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project
 
     import psutil
 
-    from llmops.processes import wait_until
+    from llmops.processes import wait_ended, wait_until
 
     (project / "q.jsonl").write_text(json.dumps({"id": "q0", "question": "What is MLflow?"}) + "\n")
     log = (project / "driver.log").open("w")
@@ -61,7 +61,9 @@ def test_a_killed_driver_leaves_no_engine_core_running(production_chain, project
         driver.send_signal(signal.SIGKILL)  # the driver alone, not its process group
         driver.wait(timeout=30)
 
-        _, alive = psutil.wait_procs(tree, timeout=30)  # the watchdog's grace is 5 s
+        # the watchdog's grace is 5 s; an ended process left a zombie (its parent gone, and
+        # the container's pid 1 may never reap it) holds nothing and counts as ended
+        alive = wait_ended(tree, timeout=30)
         assert not alive, [(p.pid, p.name()) for p in alive]  # EngineCore included
     finally:
         if driver.poll() is None:

@@ -174,18 +174,30 @@ def wait_ended(procs: Sequence[psutil.Process], timeout: float,
                interval: float = 0.2) -> list[psutil.Process]:
     """Wait up to ``timeout`` seconds for ``procs`` to end; return those still running.
 
-    Like :func:`psutil.wait_procs` (which also reaps this process's own children), but a
-    zombie counts as ended (see :func:`running`), so an orphan that nobody reaps costs no wait.
+    Like :func:`psutil.wait_procs`, but a zombie counts as ended (see :func:`running`), so an
+    orphan that nobody reaps costs no wait; one that is this process's own child is reaped.
     """
     deadline = time.monotonic() + timeout
-    left = [p for p in procs if running(p)]
-    while left:
+    left = list(procs)
+    while True:
+        left = [p for p in left if _still_running(p)]
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        _, alive = psutil.wait_procs(left, timeout=min(interval, remaining))
-        left = [p for p in alive if running(p)]
-    return left
+        if not left or remaining <= 0:
+            return left
+        _, left = psutil.wait_procs(left, timeout=min(interval, remaining))
+
+
+def _still_running(proc: psutil.Process) -> bool:
+    """:func:`running`; an ended process that is this process's child is reaped (else it
+    would stay a zombie until this process exits)."""
+    if running(proc):
+        return True
+    try:
+        if proc.ppid() == os.getpid():
+            os.waitpid(proc.pid, os.WNOHANG)
+    except (psutil.Error, OSError):
+        pass
+    return False
 
 
 def stop_process_tree(proc: subprocess.Popen[bytes] | int, *, grace_s: float = 10.0,

@@ -204,45 +204,29 @@ def run_batch(
         ds = ds.repartition(target_num_rows_per_block=batch_size)
         total = ds.count()
         result.skipped = len(done)
-        result.actors = actors or settings.ray.actors or max(1, min(8, int(info.cpus // 2) or 1))
-        remote: dict[str, Any] = {"num_cpus": cpus_per_actor}
-        if gpus_per_actor:
-            remote["num_gpus"] = gpus_per_actor
-        if resources:
-            remote["resources"] = resources
-        mapped = ds.map_batches(
-            _Actor, fn_constructor_kwargs={"worker": worker, "kwargs": worker_kwargs or {},
-                                           "id_column": id_column, "keep": keep,
-                                           "threads": _threads(info, result.actors)},
-            compute=ray.data.ActorPoolStrategy(size=result.actors), batch_size=batch_size,
-            batch_format="pandas", **remote)
-        if then is not None:
-            mapped = then(mapped, info)
         frames: list[Any] | None = [] if keep_frame else None
-        buffered: list[Any] = []
-        bar = _bar(total, job, progress)
         try:
-            for batch in mapped.iter_batches(batch_format="pandas", batch_size=None):
-                if len(batch) == 0:
-                    continue
-                for node, count in batch["_node"].value_counts().items():
-                    result.nodes[str(node)] = result.nodes.get(str(node), 0) + int(count)
-                batch = batch.drop(columns=["_node"])
-                result.rows += len(batch)
-                result.errors += int(batch["error"].notna().sum())
-                bar.update(len(batch))
-                bar.set_postfix(errors=result.errors, refresh=False)
-                buffered.append(batch)
-                if sum(len(b) for b in buffered) >= commit_rows:
-                    _commit(result, pd.concat(buffered, ignore_index=True), worker, frames,
-                            on_commit)
-                    buffered = []
-                    _check_errors(result, max_error_share, batch_size, final=False)
-            if buffered:
-                _commit(result, pd.concat(buffered, ignore_index=True), worker, frames,
-                        on_commit)
+            # nothing left (a rerun of a finished job, or no rows): no actor pool, and no
+            # engine, is started only to be handed nothing
+            if total:
+                result.actors = (actors or settings.ray.actors
+                                 or max(1, min(8, int(info.cpus // 2) or 1)))
+                remote: dict[str, Any] = {"num_cpus": cpus_per_actor}
+                if gpus_per_actor:
+                    remote["num_gpus"] = gpus_per_actor
+                if resources:
+                    remote["resources"] = resources
+                mapped = ds.map_batches(
+                    _Actor, fn_constructor_kwargs={"worker": worker, "kwargs": worker_kwargs or {},
+                                                   "id_column": id_column, "keep": keep,
+                                                   "threads": _threads(info, result.actors)},
+                    compute=ray.data.ActorPoolStrategy(size=result.actors),
+                    batch_size=batch_size, batch_format="pandas", **remote)
+                if then is not None:
+                    mapped = then(mapped, info)
+                _consume(result, mapped, total, worker, frames, on_commit, commit_rows,
+                         max_error_share, batch_size, progress)
         finally:
-            bar.close()
             result.seconds = time.perf_counter() - start
     if result.output is None and frames is not None:
         result.frame = (pd.concat(frames, ignore_index=True) if frames
@@ -252,6 +236,37 @@ def run_batch(
         result.run_id = _log_run(result, settings, source, worker)
     _check_errors(result, max_error_share, batch_size, final=True)
     return result
+
+
+def _consume(result: BatchResult, mapped: Any, total: int, worker: type[BatchWorker],
+             frames: list[Any] | None, on_commit: Callable[[Any], None] | None, commit_rows: int,
+             max_error_share: float, batch_size: int, progress: bool) -> None:
+    """Read the job's output rows as they come, committing every ``commit_rows`` of them."""
+    import pandas as pd
+
+    buffered: list[Any] = []
+    bar = _bar(total, result.job, progress)
+    try:
+        for batch in mapped.iter_batches(batch_format="pandas", batch_size=None):
+            if len(batch) == 0:
+                continue
+            for node, count in batch["_node"].value_counts().items():
+                result.nodes[str(node)] = result.nodes.get(str(node), 0) + int(count)
+            batch = batch.drop(columns=["_node"])
+            result.rows += len(batch)
+            result.errors += int(batch["error"].notna().sum())
+            bar.update(len(batch))
+            bar.set_postfix(errors=result.errors, refresh=False)
+            buffered.append(batch)
+            if sum(len(b) for b in buffered) >= commit_rows:
+                _commit(result, pd.concat(buffered, ignore_index=True), worker, frames,
+                        on_commit)
+                buffered = []
+                _check_errors(result, max_error_share, batch_size, final=False)
+        if buffered:
+            _commit(result, pd.concat(buffered, ignore_index=True), worker, frames, on_commit)
+    finally:
+        bar.close()
 
 
 def _threads(info: RayInfo, actors: int) -> int:

@@ -120,11 +120,14 @@ def test_delta_parquet_and_jsonl_inputs_and_ids_made_from_content(settings, tmp_
     jsonl = tmp_path / "no-ids.jsonl"
     jsonl.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(30)))
     out = settings.lakehouse / "from-jsonl"
-    first = run_batch("shout", jsonl, Shout, settings, output=out, required=["text"],
-                      keep=["text"], batch_size=8, actors=1, progress=False, mlflow_run=False)
-    again = run_batch("shout", jsonl, Shout, settings, output=out, required=["text"],
-                      keep=["text"], batch_size=8, actors=1, progress=False, mlflow_run=False)
+    built = tmp_path / "built"
+    first, again = (run_batch("shout", jsonl, Shout, settings, output=out, required=["text"],
+                              keep=["text"], batch_size=8, actors=1, progress=False,
+                              mlflow_run=False, worker_kwargs={"built_log": str(built)})
+                    for _ in range(2))
     assert (first.rows, again.rows, again.skipped) == (30, 0, 30)
+    # with nothing left to do, the rerun started no actor (and so built no worker)
+    assert len(built.read_text().split()) == first.actors == 1 and again.actors == 0
     table = _read(out)
     assert table["id"].is_unique and len(table) == 30 and table["id"].str.len().eq(24).all()
 

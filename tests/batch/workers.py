@@ -17,9 +17,12 @@ class Shout(BatchWorker):
                                                "pid": "int64"}
     builds = 0
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, built_log: str | None = None) -> None:
         self.delay_s = delay_s
         self.pid = os.getpid()
+        if built_log:  # each build noted, for a test that counts them
+            with open(built_log, "a") as log:
+                log.write(f"{self.pid}\n")
 
     def process(self, rows: Any) -> Any:
         import pandas as pd

@@ -63,7 +63,6 @@ def main() -> None:
     from llmops.chains import log_chain
     from llmops.config import load_settings
     from llmops.demo.prompt_path import _paraphrases_of
-    from llmops.demo.run import DEMO_ENGINE_ARGS
     from llmops.demo.serving import serving, wait_for_rows
     from llmops.demo.users import ask_and_judge
     from llmops.indexing import update_index
@@ -79,7 +78,7 @@ def main() -> None:
     golden = [json.loads(x) for x in (work / "evals" / "golden.jsonl").read_text().splitlines()
               if x][:args.users]
     results: dict[str, dict] = {}
-    with serving(settings, lambda _line: None, engine_args=DEMO_ENGINE_ARGS) as endpoint:
+    with serving(settings, lambda _line: None) as endpoint:  # the demo's engine, as served
         url = endpoint.wait_ready()
         with httpx.Client(base_url=url, timeout=300) as http:
             verdicts = [ask_and_judge(http, "docs-qa", row, f"bench-user-{i}")

@@ -6,7 +6,6 @@ the request is exactly the chain's)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -95,12 +94,9 @@ def test_vllm_in_the_job_survives_a_killed_driver_and_answers_from_the_chains_re
     _kill_driver_once_its_engine_is_up(project, args)
     ran = run_cli(*args, cwd=project, timeout=900)
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
-    done = re.search(r"batch docs-qa/1 \(vLLM\): (\d+) rows into .*, (\d+) errors"
-                     r"(?:, (\d+) already done)?", ran.stdout)
-    assert done, ran.stdout[-2000:]
-    # the killed run's engine never answered, so it committed nothing, or the rerun skipped
-    # what it did commit: each row is in the table once (below)
-    assert int(done[1]) + int(done[3] or 0) == 7
+    # the killed run's engine never answered, so it committed nothing: the rerun does it all
+    assert "batch docs-qa/1 (vLLM): 7 rows into " in ran.stdout and "1 errors" in ran.stdout
+    assert "already done" not in ran.stdout
 
     table = DeltaTable(str(project / "out")).to_pyarrow_dataset().to_table().to_pandas()
     table = table.set_index("id")

@@ -48,13 +48,9 @@ def vllm_cpu_environment() -> dict[str, str]:
     the model again. With ``VLLM_USE_AOT_COMPILE=0`` it caches Inductor's output instead
     and a later start loads it: timed here on the tiny model, a start's engine set-up
     (profile, KV cache, warm-up) took 6 s from that cache against 12-30 s recompiling.
-
-    ``LLMOPS_VLLM_NO_BUSY_WAIT=1`` has vLLM's processes wait for each other without
-    spinning a core (:mod:`llmops.serving.vllm_plugin`): on the CPU build, the spin took
-    cores from the forward pass it waited for.
     """
     try:
         metadata.distribution("vllm-cpu")
     except metadata.PackageNotFoundError:
         return {}
-    return {"VLLM_USE_AOT_COMPILE": "0", "LLMOPS_VLLM_NO_BUSY_WAIT": "1"}
+    return {"VLLM_USE_AOT_COMPILE": "0"}

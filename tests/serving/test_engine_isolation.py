@@ -116,9 +116,6 @@ def test_the_engine_environment_holds_none_of_the_gateways_secrets(engine) -> No
     assert "PATH" in environ and environ["VLLM_CPU_KVCACHE_SPACE"]
     # the CPU build caches Inductor's output (its AOT artifacts never load back)
     assert environ.get("VLLM_USE_AOT_COMPILE") == vllm_cpu_environment().get("VLLM_USE_AOT_COMPILE")
-    # and its processes nap instead of spinning while they wait for each other
-    # (llmops.serving.vllm_plugin, tests/serving/test_vllm_plugin.py)
-    assert environ.get("LLMOPS_VLLM_NO_BUSY_WAIT") == "1"
 
 
 def test_the_engine_environment_takes_vllm_settings_from_the_gateways() -> None:

@@ -245,6 +245,7 @@ def _consume(result: BatchResult, mapped: Any, total: int, worker: type[BatchWor
     import pandas as pd
 
     buffered: list[Any] = []
+    pending = 0  # rows in buffered
     bar = _bar(total, result.job, progress)
     try:
         for batch in mapped.iter_batches(batch_format="pandas", batch_size=None):
@@ -258,10 +259,11 @@ def _consume(result: BatchResult, mapped: Any, total: int, worker: type[BatchWor
             bar.update(len(batch))
             bar.set_postfix(errors=result.errors, refresh=False)
             buffered.append(batch)
-            if sum(len(b) for b in buffered) >= commit_rows:
+            pending += len(batch)
+            if pending >= commit_rows:
                 _commit(result, pd.concat(buffered, ignore_index=True), worker, frames,
                         on_commit)
-                buffered = []
+                buffered, pending = [], 0
                 _check_errors(result, max_error_share, batch_size, final=False)
         if buffered:
             _commit(result, pd.concat(buffered, ignore_index=True), worker, frames, on_commit)

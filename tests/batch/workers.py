@@ -15,7 +15,6 @@ class Shout(BatchWorker):
 
     output_schema: ClassVar[dict[str, str]] = {"shout": "string", "length": "int64",
                                                "pid": "int64"}
-    builds = 0
 
     def __init__(self, delay_s: float = 0.0, built_log: str | None = None) -> None:
         self.delay_s = delay_s
